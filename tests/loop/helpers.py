@@ -1,0 +1,57 @@
+"""Shared helpers for the loop tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from liftloop.domain import CampaignSpec, parse_spec
+from liftloop.stages import ApprovalDecision
+from workflows.campaign_loop import CampaignLoopOutput, CampaignLoopWorkflow
+
+
+def spec(campaign_id: str, batch: str, **overrides: Any) -> CampaignSpec:
+    data: dict[str, Any] = {
+        "id": campaign_id,
+        "audience": {"segment": {"all": [{"trait": "source_batch", "eq": batch}]}},
+        "channels": ["email", "push"],
+        "offers": [
+            {"id": "content"},
+            {"id": "ten_off", "discount_pct": 10},
+            {"id": "twenty_off", "discount_pct": 20},
+        ],
+        "limits": {"max_discount_pct": 15},
+        "cadence": {"every": "0s", "max_cycles": 1},
+        "stop": {"ship_when": "never", "min_cycles": 1},
+        "content": {"market": "US", "brand": "demo"},
+        "simulation": {"enabled": True},
+    }
+    data.update(overrides)
+    return parse_spec(data)
+
+
+async def drive(
+    client: Client, handle: WorkflowHandle[Any, CampaignLoopOutput], approve: bool | None = True
+) -> CampaignLoopOutput:
+    """Waits for the result, answering each pending approval (or leaving it when None)."""
+    result = asyncio.ensure_future(handle.result())
+    answered: set[str] = set()
+    while not result.done():
+        if approve is not None:
+            try:
+                status = await handle.query(CampaignLoopWorkflow.status)
+            except Exception:
+                status = None
+            for p in status.pending_approvals if status else []:
+                if p.request_id not in answered:
+                    answered.add(p.request_id)
+                    await handle.execute_update(
+                        CampaignLoopWorkflow.decide_approval,
+                        ApprovalDecision(
+                            request_id=p.request_id, approved=approve, approver="test"
+                        ),
+                    )
+        await asyncio.wait({result}, timeout=0.2)
+    return result.result()

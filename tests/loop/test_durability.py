@@ -1,0 +1,93 @@
+"""SIGKILL the worker in the middle of a send stage, restart it: the cycle completes and every
+message is in the outbox and at the SMTP server exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+from sqlalchemy import func, select
+
+from liftloop.campaigns import loop_input
+from liftloop.delivery_audit import audit_deliveries
+from liftloop.tables import OutboxMessage
+from tests.loop.helpers import drive, spec
+from tools.simulation.customers import generate_customers
+from workflows.campaign_loop import CampaignLoopWorkflow
+
+
+def _start_worker(env_vars: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "liftloop.cli", "serve", "worker"],
+        env={**os.environ, **env_vars},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=None,
+    )
+
+
+async def test_worker_killed_mid_send_delivers_exactly_once(
+    dev_env,
+    settings,
+    engine,
+    smtp,  # type: ignore[no-untyped-def]
+    task_queue,
+):
+    batch = f"b{uuid.uuid4().hex[:8]}"
+    generate_customers(engine, 6000, batch=batch)
+    s = spec(f"c-{batch}", batch, offers=[{"id": "content"}], channels=["email"])
+    env_vars = {
+        "LIFTLOOP_DATA_DIR": str(settings.data_dir),
+        "LIFTLOOP_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "LIFTLOOP_TASK_QUEUE": task_queue,
+        "LIFTLOOP_SMTP_PORT": str(settings.smtp_port),
+        "LIFTLOOP_SHARDS": str(settings.shards),
+    }
+    worker = _start_worker(env_vars)
+    handle = await dev_env.client.start_workflow(
+        CampaignLoopWorkflow.run,
+        loop_input(s, settings),
+        id=f"campaign-{s.id}",
+        task_queue=task_queue,
+    )
+
+    def sent() -> tuple[int, int]:
+        with engine.connect() as conn:
+            rows = dict(
+                conn.execute(
+                    select(OutboxMessage.status, func.count())
+                    .where(OutboxMessage.campaign_id == s.id)
+                    .group_by(OutboxMessage.status)
+                ).all()
+            )
+        return rows.get("sent", 0), sum(rows.values())
+
+    killed_at = None
+    for _ in range(1200):
+        done, total = sent()
+        if 0 < done < total:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+            killed_at = done
+            break
+        await asyncio.sleep(0.05)
+    assert killed_at is not None, "the send stage was never caught in progress"
+    await asyncio.sleep(1.0)
+    assert sent()[0] < sent()[1], "nothing may be sent while no worker runs"
+
+    worker = _start_worker(env_vars)
+    try:
+        out = await asyncio.wait_for(drive(dev_env.client, handle), timeout=240)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert out.outcome == "completed"
+    audit = audit_deliveries(engine, settings, s.id)
+    assert audit.duplicates == 0 and audit.missing == 0
+    assert audit.outbox_sent == out.history[0].sent == audit.delivered
+    assert audit.outbox_sent > killed_at
+    assert sent()[0] == sent()[1]

@@ -1,0 +1,250 @@
+"""The campaign loop end to end on Temporal's real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sqlalchemy import func, select
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+
+from liftloop.campaigns import loop_input
+from liftloop.delivery_audit import audit_deliveries
+from liftloop.tables import ApprovalRequest, Decision, OutboxMessage
+from liftloop.temporal import build_worker
+from tests.loop.helpers import drive, spec
+from tools.simulation.customers import generate_customers
+from workflows.campaign_loop import CampaignLoopWorkflow
+
+
+async def _run(
+    env: WorkflowEnvironment,
+    settings,
+    engine,
+    task_queue,
+    profiles: int,  # type: ignore[no-untyped-def]
+    approve: bool | None = True,
+    **spec_overrides,
+):  # type: ignore[no-untyped-def]
+    batch = f"b{uuid.uuid4().hex[:8]}"
+    generate_customers(engine, profiles, batch=batch, seed=profiles)
+    s = spec(f"c-{batch}", batch, **spec_overrides)
+    async with build_worker(env.client, settings, task_queue=task_queue):
+        handle = await env.client.start_workflow(
+            CampaignLoopWorkflow.run,
+            loop_input(s, settings),
+            id=f"campaign-{s.id}",
+            task_queue=task_queue,
+        )
+        out = await drive(env.client, handle, approve)
+    return s, handle, out
+
+
+async def test_cycle_sends_exactly_once_and_measures(dev_env, settings, engine, smtp, task_queue):  # type: ignore[no-untyped-def]
+    s, _, out = await _run(dev_env, settings, engine, task_queue, 1500)
+    assert out.outcome == "completed" and out.cycles == 1
+    cycle = out.history[0]
+    assert cycle.approvals_requested == 2 and cycle.approvals_approved == 2  # twenty_off × 2
+    assert cycle.sent > 0 and cycle.held_out > 0
+    assert 0.06 < cycle.held_out / cycle.audience < 0.14
+    audit = audit_deliveries(engine, settings, s.id)
+    assert audit.duplicates == 0 and audit.missing == 0
+    assert audit.delivered == audit.outbox_sent == cycle.sent
+    with engine.connect() as conn:
+        # Nobody in the holdout got a message; every treated decision has one outbox row.
+        leaked = conn.execute(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .join(
+                Decision,
+                (Decision.profile_id == OutboxMessage.profile_id)
+                & (Decision.campaign_id == OutboxMessage.campaign_id)
+                & (Decision.cycle == OutboxMessage.cycle),
+            )
+            .where(Decision.holdout.is_(True))
+        ).scalar()
+        assert leaked == 0
+    lifts = cycle.lifts["conversion"]
+    assert lifts.treated_n == cycle.sent and lifts.control_n == cycle.held_out
+    assert cycle.true_lift is not None and cycle.true_lift["conversion"] > 0
+
+
+async def test_rejected_escalation_sends_nothing_of_that_variant(
+    dev_env,
+    settings,
+    engine,
+    smtp,  # type: ignore[no-untyped-def]
+    task_queue,
+):
+    s, _, out = await _run(dev_env, settings, engine, task_queue, 600, approve=False)
+    with engine.connect() as conn:
+        rows = dict(
+            conn.execute(
+                select(OutboxMessage.status, func.count())
+                .where(
+                    OutboxMessage.campaign_id == s.id, OutboxMessage.variant_id.like("%twenty_off%")
+                )  # type: ignore[attr-defined]
+                .group_by(OutboxMessage.status)
+            ).all()
+        )
+        statuses = set(
+            conn.execute(
+                select(ApprovalRequest.status).where(ApprovalRequest.campaign_id == s.id)
+            ).scalars()
+        )
+    assert set(rows) == {"suppressed"} and rows["suppressed"] > 0
+    assert statuses == {"rejected"}
+    assert out.history[0].approvals_approved == 0
+
+
+async def test_history_does_not_grow_with_the_audience(dev_env, settings, engine, smtp, task_queue):  # type: ignore[no-untyped-def]
+    from temporalio.api.enums.v1 import EventType
+
+    bookkeeping = {
+        EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    }
+    counts = []
+    for n in (300, 3000):
+        _, handle, _ = await _run(dev_env, settings, engine, task_queue, n)
+        history: WorkflowHistory = await handle.fetch_history()
+        # Workflow-task events depend on how completions happen to batch; all others are the
+        # cycle's own activities, timers and updates.
+        counts.append(sum(e.event_type not in bookkeeping for e in history.events))
+    assert counts[0] == counts[1]
+
+
+async def test_pause_resume_and_stop_mid_cycle(dev_env, settings, engine, smtp, task_queue):  # type: ignore[no-untyped-def]
+    batch = f"b{uuid.uuid4().hex[:8]}"
+    generate_customers(engine, 800, batch=batch)
+    s = spec(
+        f"c-{batch}",
+        batch,
+        cadence={"every": "1h", "max_cycles": 5},
+        stop={"ship_when": "never", "min_cycles": 1},
+    )
+    inp = loop_input(s, settings).model_copy(update={"paused": True})
+    async with build_worker(dev_env.client, settings, task_queue=task_queue):
+        handle = await dev_env.client.start_workflow(
+            CampaignLoopWorkflow.run, inp, id=f"campaign-{s.id}", task_queue=task_queue
+        )
+        await asyncio.sleep(1.0)
+        st = await handle.query(CampaignLoopWorkflow.status)
+        assert st.paused and st.stage == "starting"
+        with engine.connect() as conn:
+            assert (
+                conn.execute(
+                    select(func.count()).select_from(Decision).where(Decision.campaign_id == s.id)
+                ).scalar()
+                == 0
+            )
+        await handle.signal(CampaignLoopWorkflow.resume)
+        # Let the first cycle send and start waiting for the next one, then stop the campaign.
+        for _ in range(300):
+            st = await handle.query(CampaignLoopWorkflow.status)
+            for p in st.pending_approvals:
+                from liftloop.stages import ApprovalDecision
+
+                await handle.execute_update(
+                    CampaignLoopWorkflow.decide_approval,
+                    ApprovalDecision(request_id=p.request_id, approved=True),
+                )
+            if st.stage == "cadence_wait":
+                break
+            await asyncio.sleep(0.2)
+        await handle.signal(CampaignLoopWorkflow.stop)
+        out = await handle.result()
+    assert out.outcome == "stopped" and out.cycles == 1
+    assert len(out.history) == 1 and out.history[0].sent > 0
+    audit = audit_deliveries(engine, settings, s.id)
+    assert audit.outbox_sent == out.history[0].sent and audit.missing == 0
+
+
+async def test_copywriter_variants_are_cited_guarded_and_sent(
+    dev_env,
+    settings,
+    engine,
+    smtp,  # type: ignore[no-untyped-def]
+    task_queue,
+):
+    from liftloop.tables import Variant
+
+    s, _, out = await _run(
+        dev_env,
+        settings,
+        engine,
+        task_queue,
+        400,
+        content={
+            "generator": "copywriter",
+            "market": "US",
+            "brand": "demo",
+            "template": "winback_email",
+            "brief": "new season",
+        },
+    )
+    with engine.connect() as conn:
+        variants = conn.execute(
+            select(
+                Variant.arm,
+                Variant.model,
+                Variant.snapshot_id,
+                Variant.citations,
+                Variant.verdict,
+                Variant.body,
+            ).where(Variant.campaign_id == s.id)
+        ).all()
+    assert len(variants) == 6
+    for arm, model, snapshot, citations, verdict, body in variants:
+        assert model == "offline-composer" and snapshot and citations
+        assert verdict in ("allow", "escalate"), (arm, verdict)
+        assert "{{" not in body
+    assert out.history[0].sent > 0
+    audit = audit_deliveries(engine, settings, s.id)
+    assert audit.duplicates == 0 and audit.missing == 0
+
+
+async def test_thompson_policy_logs_propensities_and_learns(
+    dev_env,
+    settings,
+    engine,
+    smtp,  # type: ignore[no-untyped-def]
+    task_queue,
+):
+    import json
+
+    from liftloop.tables import BanditState
+
+    s, _, out = await _run(
+        dev_env,
+        settings,
+        engine,
+        task_queue,
+        1200,
+        experiment={"policy": "thompson", "holdout_pct": 10, "min_arm_share": 0.05},
+        cadence={"every": "0s", "max_cycles": 2},
+        stop={"ship_when": "never", "min_cycles": 2},
+    )
+    assert out.cycles == 2
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Decision.cycle, Decision.holdout, Decision.propensity, Decision.policy).where(
+                Decision.campaign_id == s.id
+            )
+        ).all()
+        states = conn.execute(
+            select(BanditState.cycle, BanditState.state)
+            .where(BanditState.campaign_id == s.id)
+            .order_by(BanditState.cycle)
+        ).all()
+    assert {r.policy for r in rows} == {"thompson"}
+    treated = [r.propensity for r in rows if not r.holdout]
+    # Each arm keeps at least its floor, also among the arms a person may receive.
+    assert all(0.9 * 0.05 * 0.999 <= p <= 0.9 + 1e-9 for p in treated)
+    assert {r.propensity for r in rows if r.holdout} == {0.1}
+    assert [c for c, _ in states] == [1, 2]
+    # The posteriors count each cycle's sends: cycle 2 has seen more data than cycle 1.
+    seen = [sum(sum(row) for row in json.loads(st)["counts"]) for _, st in states]
+    assert seen[0] == out.history[0].sent and seen[1] == seen[0] + out.history[1].sent

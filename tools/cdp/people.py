@@ -1,0 +1,116 @@
+"""Looking people up by any of their ids, and their stable experiment buckets."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from opentelemetry import trace
+from sqlalchemy import or_, select
+from sqlalchemy.engine import Connection, Engine
+
+from liftloop.tables import Profile
+from tools.cdp._sql import chunks, cols, insert, utcnow
+from tools.cdp.errors import CdpError, UnknownIdentityError
+from tools.cdp.identity import KINDS, normalise
+from tools.cdp.tables import BucketAssignment, Identity
+
+tracer = trace.get_tracer("liftloop.cdp")
+_BA = cols(BucketAssignment)
+_ID = cols(Identity)
+_PR = cols(Profile)
+BUCKETS = 10_000
+
+
+def profile_of(conn: Connection, any_id: str) -> str | None:
+    """The canonical profile id behind a user id, anonymous id, email, phone or device id."""
+    t = _ID
+    match = or_(*[(t.kind == k) & (t.value == normalise(k, any_id)) for k in KINDS])
+    found = conn.execute(select(t.profile_id).where(match).order_by(t.kind).limit(1)).scalar()
+    if found is not None:
+        return str(found)
+    exists = conn.execute(select(_PR.id).where(_PR.id == any_id)).scalar()
+    return None if exists is None else str(exists)
+
+
+def resolve_profile(engine: Engine, any_id: str) -> str:
+    """The canonical profile id for any known id; UnknownIdentityError when nobody has it."""
+    with engine.connect() as conn:
+        pid = profile_of(conn, any_id)
+    if pid is None:
+        raise UnknownIdentityError("id", "no profile or identity has this id")
+    return pid
+
+
+def _cluster(conn: Connection, pid: str) -> list[str]:
+    t = _ID
+    ids = set(
+        conn.execute(
+            select(t.value).where(t.profile_id == pid, t.kind.in_(["user_id", "anonymous_id"]))
+        ).scalars()
+    )
+    return sorted(ids | {pid})
+
+
+def _hash_bucket(salt: str, pid: str) -> int:
+    digest = hashlib.sha256(f"{salt}\x1f{pid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def buckets_for(engine: Engine, campaign_salt: str, ids: Sequence[str]) -> dict[str, int]:
+    """Bucket (0–9,999) per id; the first assignment is stored and kept across merges.
+
+    A person's bucket is the earliest assignment held by any of their user or anonymous ids,
+    so merging two people never moves the surviving one to another arm. Unknown ids are
+    bucketed by hash of themselves, and that assignment is stored too."""
+    if not campaign_salt:
+        raise CdpError("campaign_salt", "must not be empty")
+    with tracer.start_as_current_span("cdp.buckets_for") as span:
+        span.set_attribute("cdp.ids", len(ids))
+        now = utcnow()
+        out: dict[str, int] = {}
+        b = _BA
+        with engine.begin() as conn:
+            owners = {i: profile_of(conn, i) or i for i in dict.fromkeys(ids)}
+            clusters = {i: _cluster(conn, owner) for i, owner in owners.items()}
+            members = sorted({m for c in clusters.values() for m in c})
+            stored: dict[str, tuple[object, int]] = {}
+            for part in chunks(members):
+                for r in conn.execute(
+                    select(b.assigned_id, b.assigned_at, b.bucket).where(
+                        b.salt == campaign_salt, b.assigned_id.in_(part)
+                    )
+                ):
+                    stored[r[0]] = (r[1], r[2])
+            new: list[dict[str, object]] = []
+            for any_id, cluster in clusters.items():
+                held = sorted((stored[m][0], m) for m in cluster if m in stored)
+                if held:
+                    out[any_id] = stored[held[0][1]][1]
+                    continue
+                owner = owners[any_id]
+                bucket = _hash_bucket(campaign_salt, owner)
+                stored[owner] = (now, bucket)
+                new.append(
+                    {
+                        "salt": campaign_salt,
+                        "assigned_id": owner,
+                        "bucket": bucket,
+                        "assigned_at": now,
+                    }
+                )
+                out[any_id] = bucket
+            if new:
+                conn.execute(
+                    insert(conn, BucketAssignment).on_conflict_do_nothing(
+                        index_elements=["salt", "assigned_id"]
+                    ),
+                    new,
+                )
+        span.set_attribute("cdp.new_assignments", len(new))
+        return out
+
+
+def bucket_for(engine: Engine, campaign_salt: str, any_id: str) -> int:
+    """The stored bucket (0–9,999) of the person behind `any_id` under `campaign_salt`."""
+    return buckets_for(engine, campaign_salt, [any_id])[any_id]

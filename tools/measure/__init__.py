@@ -1,0 +1,1 @@
+"""Measurement: experiment design and analysis, media-mix model, attribution, reports."""

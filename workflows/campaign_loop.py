@@ -1,0 +1,372 @@
+"""CampaignLoopWorkflow: one cycle of segment → decide → generate → guard → approval → send →
+measure per run, then continue-as-new. Deterministic orchestration only; all I/O in activities."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from liftloop.domain import CampaignSpec
+    from liftloop.stages import (
+        ApprovalCloseInput,
+        ApprovalDecision,
+        ApprovalOpenInput,
+        ApprovalOutcome,
+        CycleRef,
+        DecideResult,
+        GenerateResult,
+        GuardInput,
+        GuardResult,
+        LiftEstimate,
+        MeasureInput,
+        MeasureResult,
+        SegmentResult,
+        SendInput,
+        SendResult,
+        ShardInput,
+        SimulateResult,
+        VariantVerdict,
+    )
+
+Outcome = Literal["running", "shipped", "stopped", "stopped_harmful", "completed"]
+Stage = Literal[
+    "starting",
+    "segment",
+    "decide",
+    "generate",
+    "guard",
+    "approval",
+    "send",
+    "simulate",
+    "attribution_wait",
+    "measure",
+    "cadence_wait",
+    "done",
+]
+
+
+class CycleSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cycle: int
+    audience: int
+    sent: int
+    failed: int
+    suppressed: int
+    held_out: int
+    approvals_requested: int
+    approvals_approved: int
+    lifts: dict[str, LiftEstimate]
+    true_lift: dict[str, float] | None = None
+
+
+class CampaignLoopInput(BaseModel):
+    spec: CampaignSpec
+    cycle: int = 1
+    shards: int = 4
+    attribution_window_s: float | None = None
+    approval_timeout_s: float = 86400.0
+    history: list[CycleSummary] = Field(default_factory=list)
+    paused: bool = False
+
+
+class CampaignLoopOutput(BaseModel):
+    campaign_id: str
+    outcome: Outcome
+    cycles: int
+    history: list[CycleSummary]
+
+
+class PendingApproval(BaseModel):
+    request_id: str
+    variant_id: str
+    arm: str
+    reasons: list[str]
+
+
+class CampaignStatus(BaseModel):
+    campaign_id: str
+    cycle: int
+    stage: Stage
+    paused: bool
+    stop_requested: bool
+    outcome: Outcome
+    pending_approvals: list[PendingApproval]
+    history: list[CycleSummary]
+
+
+_QUICK = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=10),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
+_SEND = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=30),
+    heartbeat_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
+
+
+@workflow.defn(name="CampaignLoopWorkflow")
+class CampaignLoopWorkflow:
+    @workflow.init
+    def __init__(self, inp: CampaignLoopInput) -> None:
+        self._inp = inp
+        self._stage: Stage = "starting"
+        self._paused = inp.paused
+        self._stop = False
+        self._outcome: Outcome = "running"
+        self._pending: dict[str, VariantVerdict] = {}
+        self._decided: dict[str, ApprovalOutcome] = {}
+
+    # -- signals, updates, queries ---------------------------------------------------------
+    @workflow.signal
+    def pause(self) -> None:
+        self._paused = True
+
+    @workflow.signal
+    def resume(self) -> None:
+        self._paused = False
+
+    @workflow.signal
+    def stop(self) -> None:
+        self._stop = True
+
+    @workflow.update
+    def decide_approval(self, decision: ApprovalDecision) -> ApprovalOutcome:
+        verdict = self._pending.pop(decision.request_id)
+        outcome = ApprovalOutcome(
+            request_id=decision.request_id,
+            variant_id=verdict.variant_id,
+            approved=decision.approved,
+            decided_by=decision.approver,
+            note=decision.note,
+        )
+        self._decided[decision.request_id] = outcome
+        return outcome
+
+    @decide_approval.validator
+    def _validate_approval(self, decision: ApprovalDecision) -> None:
+        if decision.request_id not in self._pending:
+            raise ValueError(f"request_id: {decision.request_id} is not pending in this campaign")
+
+    @workflow.query
+    def status(self) -> CampaignStatus:
+        return CampaignStatus(
+            campaign_id=self._inp.spec.id,
+            cycle=self._inp.cycle,
+            stage=self._stage,
+            paused=self._paused,
+            stop_requested=self._stop,
+            outcome=self._outcome,
+            pending_approvals=[
+                PendingApproval(
+                    request_id=rid,
+                    variant_id=v.variant_id,
+                    arm=v.arm,
+                    reasons=[r.explanation for r in v.reasons],
+                )
+                for rid, v in self._pending.items()
+            ],
+            history=self._inp.history,
+        )
+
+    # -- the cycle -------------------------------------------------------------------------
+    async def _checkpoint(self, stage: Stage) -> bool:
+        """Waits while paused; False once a stop was requested."""
+        await workflow.wait_condition(lambda: not self._paused or self._stop)
+        self._stage = stage
+        return not self._stop
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._stop, timeout=timedelta(seconds=seconds)
+                )
+
+    @workflow.run
+    async def run(self, inp: CampaignLoopInput) -> CampaignLoopOutput:
+        spec = inp.spec
+        info = workflow.info()
+        window = inp.attribution_window_s or spec.goal.attribution_window
+        ref = CycleRef(
+            campaign_id=spec.id,
+            workflow_id=info.workflow_id,
+            cycle=inp.cycle,
+            spec=spec,
+            started_at=workflow.now(),
+            attribution_window_s=window,
+            shards=inp.shards,
+        )
+
+        if not await self._checkpoint("segment"):
+            return self._finish("stopped")
+        seg: SegmentResult = await workflow.execute_activity(
+            "campaign.segment", ref, result_type=SegmentResult, **_QUICK
+        )
+
+        if not await self._checkpoint("decide"):
+            return self._finish("stopped")
+        decided: list[DecideResult] = list(
+            await asyncio.gather(
+                *[
+                    workflow.execute_activity(
+                        "campaign.decide",
+                        ShardInput(ref=ref, shard=s),
+                        result_type=DecideResult,
+                        **_QUICK,
+                    )
+                    for s in range(ref.shards)
+                ]
+            )
+        )
+
+        if not await self._checkpoint("generate"):
+            return self._finish("stopped")
+        gen: GenerateResult = await workflow.execute_activity(
+            "campaign.generate", ref, result_type=GenerateResult, **_QUICK
+        )
+
+        if not await self._checkpoint("guard"):
+            return self._finish("stopped")
+        guard: GuardResult = await workflow.execute_activity(
+            "campaign.guard",
+            GuardInput(ref=ref, variant_ids=gen.variant_ids),
+            result_type=GuardResult,
+            **_QUICK,
+        )
+        allowed = [v.variant_id for v in guard.verdicts if v.decision == "allow"]
+        escalated = [v for v in guard.verdicts if v.decision == "escalate"]
+
+        outcomes = await self._approvals(ref, escalated, inp.approval_timeout_s)
+        allowed += [o.variant_id for o in outcomes if o.approved]
+
+        if not await self._checkpoint("send"):
+            return self._finish("stopped")
+        sends: list[SendResult] = list(
+            await asyncio.gather(
+                *[
+                    workflow.execute_activity(
+                        "campaign.send",
+                        SendInput(ref=ref, shard=s, variant_ids=sorted(allowed)),
+                        result_type=SendResult,
+                        **_SEND,
+                    )
+                    for s in range(ref.shards)
+                ]
+            )
+        )
+
+        ref = ref.model_copy(update={"window_start": workflow.now()})
+        true_lift = None
+        if spec.simulation.enabled:
+            self._stage = "simulate"
+            sim: SimulateResult = await workflow.execute_activity(
+                "campaign.simulate", ref, result_type=SimulateResult, **_QUICK
+            )
+            true_lift = sim.true_lift
+
+        # The attribution window is a durable timer; a stop cuts it short but still measures,
+        # so what was sent is always accounted for.
+        self._stage = "attribution_wait"
+        elapsed = (workflow.now() - ref.window_from).total_seconds()
+        await self._sleep_unless_stopped(window - elapsed)
+        self._stage = "measure"
+        measured: MeasureResult = await workflow.execute_activity(
+            "campaign.measure",
+            MeasureInput(ref=ref, true_lift=true_lift),
+            result_type=MeasureResult,
+            **_QUICK,
+        )
+
+        summary = CycleSummary(
+            cycle=inp.cycle,
+            audience=seg.audience,
+            sent=sum(s.sent for s in sends),
+            failed=sum(s.failed for s in sends),
+            suppressed=sum(s.suppressed for s in sends),
+            held_out=sum(d.held_out for d in decided),
+            approvals_requested=len(escalated),
+            approvals_approved=sum(o.approved for o in outcomes),
+            lifts=measured.lifts,
+            true_lift=true_lift,
+        )
+        history = [*inp.history, summary]
+        self._inp = inp.model_copy(update={"history": history})
+
+        verdict = self._stop_rule(measured)
+        if verdict == "running" and inp.cycle >= spec.cadence.max_cycles:
+            verdict = "completed"
+        if verdict != "running":
+            return self._finish(verdict)
+
+        self._stage = "cadence_wait"
+        await self._sleep_unless_stopped(
+            spec.cadence.every - (workflow.now() - ref.started_at).total_seconds()
+        )
+        if self._stop:
+            return self._finish("stopped")
+        workflow.continue_as_new(
+            inp.model_copy(
+                update={"cycle": inp.cycle + 1, "history": history, "paused": self._paused}
+            )
+        )
+
+    async def _approvals(
+        self, ref: CycleRef, escalated: list[VariantVerdict], timeout_s: float
+    ) -> list[ApprovalOutcome]:
+        if not escalated:
+            return []
+        self._stage = "approval"
+        ids: list[str] = await workflow.execute_activity(
+            "campaign.open_approvals",
+            ApprovalOpenInput(ref=ref, verdicts=escalated),
+            result_type=list[str],
+            **_QUICK,
+        )
+        self._pending = dict(zip(ids, escalated, strict=True))
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: not self._pending or self._stop, timeout=timedelta(seconds=timeout_s)
+            )
+        # Nobody answered (or the campaign stops): the safe default is to reject.
+        for rid, verdict in self._pending.items():
+            self._decided[rid] = ApprovalOutcome(
+                request_id=rid,
+                variant_id=verdict.variant_id,
+                approved=False,
+                decided_by="system:timeout" if not self._stop else "system:stopped",
+                note="no decision before the approval timeout",
+            )
+        self._pending = {}
+        outcomes = [self._decided[rid] for rid in ids]
+        await workflow.execute_activity(
+            "campaign.close_approvals", ApprovalCloseInput(ref=ref, outcomes=outcomes), **_QUICK
+        )
+        return outcomes
+
+    def _stop_rule(self, measured: MeasureResult) -> Outcome:
+        if self._stop:
+            return "stopped"
+        if measured.decision == "ship":
+            return "shipped"
+        if measured.decision == "stop":
+            ends: dict[str, Outcome] = {"max_cycles": "completed", "futile": "stopped"}
+            return ends.get(measured.decision_reason, "stopped_harmful")
+        return "running"
+
+    def _finish(self, outcome: Outcome) -> CampaignLoopOutput:
+        self._outcome, self._stage = outcome, "done"
+        return CampaignLoopOutput(
+            campaign_id=self._inp.spec.id,
+            outcome=outcome,
+            cycles=self._inp.cycle,
+            history=self._inp.history,
+        )
