@@ -12,17 +12,14 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from approvals.requests import ApprovalNotFound, ApprovalView, decide_approval, list_approvals
 from liftloop.api_cdp import get_cdp_engine
 from liftloop.api_cdp import router as cdp_router
 from liftloop.campaigns import (
-    ApprovalNotFound,
-    ApprovalView,
     CampaignStarted,
     Control,
     campaign_status,
     control_campaign,
-    decide_approval,
-    list_approvals,
     start_campaign,
 )
 from liftloop.db import engine_for

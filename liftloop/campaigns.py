@@ -1,20 +1,15 @@
-"""Campaign operations shared by the CLI and the API: start, status, control, approvals."""
+"""Campaign operations shared by the CLI and the API: start, status and control."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine
-from sqlmodel import col, select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from liftloop.domain import CampaignSpec
 from liftloop.settings import Settings
-from liftloop.stages import ApprovalDecision, ApprovalOutcome
-from liftloop.tables import ApprovalRequest
 from workflows.campaign_loop import (
     CampaignLoopInput,
     CampaignLoopOutput,
@@ -29,16 +24,6 @@ class CampaignStarted(BaseModel):
     campaign_id: str
     workflow_id: str
     run_id: str | None
-
-
-class ApprovalView(BaseModel):
-    request_id: str
-    campaign_id: str
-    cycle: int
-    variant_id: str
-    status: str
-    reasons: list[str]
-    decided_by: str | None = None
 
 
 def workflow_id_for(campaign_id: str) -> str:
@@ -85,58 +70,3 @@ async def control_campaign(client: Client, campaign_id: str, action: Control) ->
         "stop": CampaignLoopWorkflow.stop,
     }[action]
     await handle.signal(signal)
-
-
-def list_approvals(
-    engine: Engine, status: str | None = "pending", campaign_id: str | None = None
-) -> list[ApprovalView]:
-    query = sa_select(
-        col(ApprovalRequest.id),
-        col(ApprovalRequest.campaign_id),
-        col(ApprovalRequest.cycle),
-        col(ApprovalRequest.variant_id),
-        col(ApprovalRequest.status),
-        col(ApprovalRequest.reasons),
-        col(ApprovalRequest.decided_by),
-    ).order_by(col(ApprovalRequest.created_at))
-    if status:
-        query = query.where(col(ApprovalRequest.status) == status)
-    if campaign_id:
-        query = query.where(col(ApprovalRequest.campaign_id) == campaign_id)
-    with engine.connect() as conn:
-        return [
-            ApprovalView(
-                request_id=r[0],
-                campaign_id=r[1],
-                cycle=r[2],
-                variant_id=r[3],
-                status=r[4],
-                reasons=[x.get("explanation", "") for x in r[5]],
-                decided_by=r[6],
-            )
-            for r in conn.execute(query).all()
-        ]
-
-
-class ApprovalNotFound(LookupError):
-    pass
-
-
-async def decide_approval(
-    client: Client, engine: Engine, request_id: str, approved: bool, approver: str, note: str = ""
-) -> ApprovalOutcome:
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(ApprovalRequest.workflow_id, ApprovalRequest.status).where(
-                col(ApprovalRequest.id) == request_id
-            )
-        ).first()
-    if row is None:
-        raise ApprovalNotFound(f"request_id: no approval request {request_id}")
-    if row[1] != "pending":
-        raise ApprovalNotFound(f"request_id: {request_id} is already {row[1]}")
-    handle = client.get_workflow_handle(row[0])
-    return await handle.execute_update(
-        CampaignLoopWorkflow.decide_approval,
-        ApprovalDecision(request_id=request_id, approved=approved, approver=approver, note=note),
-    )

@@ -127,13 +127,19 @@ def demo(
     approve_all: Annotated[
         bool, typer.Option("--approve-all", help="Approve every escalation.")
     ] = False,
+    approval_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds an escalation waits for an answer before it is rejected."
+        ),
+    ] = 120.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a whole campaign loop on the embedded default and report lift against the truth."""
     from liftloop.demo import run_demo
     from liftloop.telemetry import flush_tracing, setup_tracing
 
-    settings = get_settings()
+    settings = get_settings().model_copy(update={"approval_timeout_s": approval_timeout})
     progress = err if as_json else out
     try:
         runtime.up(settings)
@@ -307,7 +313,7 @@ def approvals_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List approval requests (pending ones by default)."""
-    from liftloop.campaigns import list_approvals
+    from approvals.requests import list_approvals
     from liftloop.db import engine_for
 
     views = list_approvals(engine_for(get_settings().cdp_url), None if all_ else "pending")
@@ -321,7 +327,7 @@ def approvals_list(
 
 
 def _decide(request_id: str, approved: bool, by: str, note: str) -> None:
-    from liftloop.campaigns import ApprovalNotFound, decide_approval
+    from approvals.requests import ApprovalNotFound, decide_approval
     from liftloop.db import engine_for
 
     settings = get_settings()

@@ -9,14 +9,11 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from liftloop.campaigns import (
-    decide_approval,
-    handle_for,
-    list_approvals,
-    start_campaign,
-)
+from approvals.requests import decide_approval, list_approvals
+from liftloop.campaigns import handle_for, start_campaign
 from liftloop.db import engine_for
 from liftloop.delivery_audit import DeliveryAudit, audit_deliveries
 from liftloop.domain import CampaignSpec, parse_spec
@@ -136,7 +133,7 @@ async def run_demo(
 
 
 def build_report(
-    engine: object,
+    engine: Engine,
     settings: Settings,
     output: CampaignLoopOutput,
     profiles: int,
@@ -153,7 +150,7 @@ def build_report(
         )
         for metric in ("conversion", "contribution_margin")
     }
-    audit = audit_deliveries(engine, settings, output.campaign_id)  # type: ignore[arg-type]
+    audit = audit_deliveries(engine, settings, output.campaign_id)
     return DemoReport(
         campaign_id=output.campaign_id,
         outcome=output.outcome,

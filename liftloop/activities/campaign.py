@@ -671,14 +671,7 @@ class CampaignActivities:
                     col(Decision.channel),
                     col(OutboxMessage.status),
                 )
-                .outerjoin(
-                    OutboxMessage,
-                    and_(
-                        col(OutboxMessage.campaign_id) == Decision.campaign_id,
-                        col(OutboxMessage.cycle) == Decision.cycle,
-                        col(OutboxMessage.profile_id) == Decision.profile_id,
-                    ),
-                )
+                .outerjoin(OutboxMessage, _OUTBOX_OF_DECISION)
                 .where(
                     col(Decision.campaign_id) == ref.campaign_id, col(Decision.cycle) == ref.cycle
                 )
@@ -767,14 +760,7 @@ class CampaignActivities:
                     func.coalesce(orders.c.margin, 0.0),
                     col(Decision.segment),
                 )
-                .outerjoin(
-                    OutboxMessage,
-                    and_(
-                        col(OutboxMessage.campaign_id) == Decision.campaign_id,
-                        col(OutboxMessage.cycle) == Decision.cycle,
-                        col(OutboxMessage.profile_id) == Decision.profile_id,
-                    ),
-                )
+                .outerjoin(OutboxMessage, _OUTBOX_OF_DECISION)
                 .outerjoin(orders, orders.c.profile_id == Decision.profile_id)
                 .where(
                     col(Decision.campaign_id) == ref.campaign_id, col(Decision.cycle) == ref.cycle
@@ -851,7 +837,7 @@ class CampaignActivities:
         """One batched posterior update per cycle from the people who were sent a message."""
         bandit = self._bandit(conn, ref)
         arm_index = {a: i for i, (a, _, _) in enumerate(ref.spec.arms)}
-        idx = np.flatnonzero(sent)
+        idx = [int(i) for i in np.flatnonzero(sent)]
         bandit.update(
             [SEGMENTS.index(rows[i][6]) for i in idx],
             [arm_index[rows[i][1]] for i in idx],
@@ -916,6 +902,14 @@ class CampaignActivities:
                 }
             )
         return _lift_from(primary_name, primary), decision
+
+
+# A decision's message (its channel is the decision's, so at most one per decision).
+_OUTBOX_OF_DECISION = and_(
+    col(OutboxMessage.campaign_id) == Decision.campaign_id,
+    col(OutboxMessage.cycle) == Decision.cycle,
+    col(OutboxMessage.profile_id) == Decision.profile_id,
+)
 
 
 def _seed(ref: CycleRef) -> int:

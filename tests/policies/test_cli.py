@@ -96,7 +96,7 @@ def test_policy_lint(tmp_path: Path) -> None:
     ok = CliRunner().invoke(app(), ["policy", "lint", str(FILES), "--json"])
     assert ok.exit_code == 0
     report = json.loads(ok.stdout)
-    assert report["ok"] is True and len(report["files"]) == 2
+    assert report["ok"] is True and len(report["files"]) == 3
     broken = tmp_path / "broken.yaml"
     broken.write_text(
         (FILES / "default_de.yaml")

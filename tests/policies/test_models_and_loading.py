@@ -43,7 +43,7 @@ def test_verdict_is_frozen() -> None:
 
 def test_bundled_policies_cover_de_and_us(store: PolicyStore) -> None:
     versions = store.versions()
-    assert set(versions) == {"default/DE", "default/US"}
+    assert set(versions) == {"default/DE", "default/US", "demo/US"}
     assert versions["default/DE"].startswith("default-de@2026.11.1+")
 
 
