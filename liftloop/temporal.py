@@ -9,6 +9,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from connectors.ads.budget_file import BudgetFileSink
 from connectors.jsonl_file import JsonlFileSender
 from connectors.ports import MessageSender
 from connectors.smtp import SmtpSender
@@ -17,7 +18,12 @@ from liftloop.copy_sources import CopywriterSource
 from liftloop.db import engine_for
 from liftloop.settings import Settings
 from policies import PolicyStore
+from tools.allocator.activities import BudgetActivities
+from tools.models.activities import ModelActivities
+from tools.models.registry import ModelRegistry
+from workflows.budget_allocation import BudgetAllocationWorkflow
 from workflows.campaign_loop import CampaignLoopWorkflow
+from workflows.model_retraining import ModelRetrainingWorkflow
 
 
 async def connect(settings: Settings) -> Client:
@@ -54,10 +60,14 @@ def build_worker(
         {"sender_address": settings.sender_address, "imprint": settings.imprint},
         CopywriterSource(settings.data_dir, settings.knowledge_signing_key.get_secret_value()),
     )
+    budget = BudgetActivities(
+        BudgetFileSink(settings.outbox_dir / "ad_budgets.jsonl"), data_root=settings.data_dir
+    )
+    models = ModelActivities(ModelRegistry(settings.data_dir / "models"), settings.data_dir)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[CampaignLoopWorkflow],
+        workflows=[CampaignLoopWorkflow, BudgetAllocationWorkflow, ModelRetrainingWorkflow],
         activities=[
             campaign.segment,
             campaign.decide,
@@ -68,6 +78,11 @@ def build_worker(
             campaign.send,
             campaign.simulate,
             campaign.measure,
+            budget.refit_and_allocate,
+            budget.apply,
+            models.check_drift,
+            models.train_candidate,
+            models.promote,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=8),
         max_concurrent_activities=8,

@@ -47,47 +47,51 @@ async def test_worker_killed_mid_send_delivers_exactly_once(
         "LIFTLOOP_SMTP_PORT": str(settings.smtp_port),
         "LIFTLOOP_SHARDS": str(settings.shards),
     }
-    worker = _start_worker(env_vars)
-    handle = await dev_env.client.start_workflow(
-        CampaignLoopWorkflow.run,
-        loop_input(s, settings),
-        id=f"campaign-{s.id}",
-        task_queue=task_queue,
-    )
-
-    def sent() -> tuple[int, int]:
-        with engine.connect() as conn:
-            rows = dict(
-                conn.execute(
-                    select(OutboxMessage.status, func.count())
-                    .where(OutboxMessage.campaign_id == s.id)
-                    .group_by(OutboxMessage.status)
-                ).all()
-            )
-        return rows.get("sent", 0), sum(rows.values())
-
-    killed_at = None
-    for _ in range(1200):
-        done, total = sent()
-        if 0 < done < total:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-            killed_at = done
-            break
-        await asyncio.sleep(0.05)
-    assert killed_at is not None, "the send stage was never caught in progress"
-    await asyncio.sleep(1.0)
-    assert sent()[0] < sent()[1], "nothing may be sent while no worker runs"
-
-    worker = _start_worker(env_vars)
+    workers = [_start_worker(env_vars)]
     try:
+        handle = await dev_env.client.start_workflow(
+            CampaignLoopWorkflow.run,
+            loop_input(s, settings),
+            id=f"campaign-{s.id}",
+            task_queue=task_queue,
+        )
+
+        def sent() -> tuple[int, int]:
+            with engine.connect() as conn:
+                rows = dict(
+                    conn.execute(
+                        select(OutboxMessage.status, func.count())
+                        .where(OutboxMessage.campaign_id == s.id)
+                        .group_by(OutboxMessage.status)
+                    ).all()
+                )
+            return rows.get("sent", 0), sum(rows.values())
+
+        killed_at = None
+        for _ in range(1200):
+            done, total = sent()
+            if 0 < done < total:
+                os.killpg(workers[0].pid, signal.SIGKILL)
+                workers[0].wait()
+                killed_at = done
+                break
+            await asyncio.sleep(0.05)
+        assert killed_at is not None, "the send stage was never caught in progress"
+        await asyncio.sleep(1.0)
+        assert sent()[0] < sent()[1], "nothing may be sent while no worker runs"
+
+        workers.append(_start_worker(env_vars))
         out = await asyncio.wait_for(drive(dev_env.client, handle), timeout=240)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGTERM)
+                w.wait(timeout=30)
     assert out.outcome == "completed"
     audit = audit_deliveries(engine, settings, s.id)
-    assert audit.duplicates == 0 and audit.missing == 0
-    assert audit.outbox_sent == out.history[0].sent == audit.delivered
+    assert audit.duplicates == 0, audit
+    assert audit.missing == 0, audit
+    assert audit.outbox_sent == audit.delivered, audit
+    assert out.history[0].sent == audit.outbox_sent, (out.history[0], audit)
     assert audit.outbox_sent > killed_at
     assert sent()[0] == sent()[1]
