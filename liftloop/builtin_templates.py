@@ -9,6 +9,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
+from tools.content.errors import ContentError
+
 
 class Template(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -67,7 +69,14 @@ def render_variant(
     template_id: str, language: str, discount_pct: float
 ) -> tuple[Template, str, str]:
     """(template, subject, body) for an arm; the profile slots stay unfilled."""
-    template = _TEMPLATES.get((template_id, language)) or _TEMPLATES[("offer_email", "en")]
+    template = _TEMPLATES.get((template_id, language))
+    if template is None:
+        known = sorted({t for t, _ in _TEMPLATES})
+        raise ContentError(
+            "content.template",
+            f"no built-in template {template_id!r} in {language!r} (built-in: "
+            f"{', '.join(known)}; use content.generator: copywriter for the knowledge templates)",
+        )
     plain_line, pct_line, plain_text, pct_text = _OFFER_LINES[template.language]
     pct = f"{discount_pct:g}"
     line = pct_line.format(pct=pct) if discount_pct else plain_line

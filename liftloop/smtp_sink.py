@@ -99,14 +99,3 @@ def start_smtp_sink(host: str, port: int, mailbox_path: Path) -> Controller:
     controller = Controller(_Handler(Mailbox(mailbox_path)), hostname=host, port=port)
     controller.start()
     return controller
-
-
-def mailbox_counts(mailbox_path: Path) -> dict[str, int]:
-    """Stored messages, redeliveries refused, and ids stored more than once (always 0 by key)."""
-    if not mailbox_path.exists():
-        return {"messages": 0, "redeliveries": 0}
-    with sqlite3.connect(mailbox_path) as conn:
-        messages, redeliveries = conn.execute(
-            "SELECT count(*), coalesce(sum(deliveries - 1), 0) FROM messages"
-        ).fetchone()
-    return {"messages": int(messages), "redeliveries": int(redeliveries)}

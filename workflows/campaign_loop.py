@@ -102,14 +102,17 @@ class CampaignStatus(BaseModel):
     history: list[CycleSummary]
 
 
-_QUICK = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(minutes=10),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+# Outages are retried; input the worker can never accept (no policy for the market, an unknown
+# template, a bad segment) fails the campaign at once with its reason instead of looping.
+_RETRY = RetryPolicy(
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["PolicyNotFoundError", "ContentError", "SegmentError", "CdpError"],
 )
+_QUICK = workflow.ActivityConfig(start_to_close_timeout=timedelta(minutes=10), retry_policy=_RETRY)
 _SEND = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(minutes=30),
     heartbeat_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+    retry_policy=_RETRY,
 )
 
 

@@ -248,3 +248,35 @@ async def test_thompson_policy_logs_propensities_and_learns(
     # The posteriors count each cycle's sends: cycle 2 has seen more data than cycle 1.
     seen = [sum(sum(row) for row in json.loads(st)["counts"]) for _, st in states]
     assert seen[0] == out.history[0].sent and seen[1] == seen[0] + out.history[1].sent
+
+
+async def test_input_the_worker_cannot_accept_fails_the_campaign_with_its_reason(  # type: ignore[no-untyped-def]
+    dev_env, settings, engine, smtp, task_queue
+):
+    from temporalio.client import WorkflowFailureError
+
+    batch = f"b{uuid.uuid4().hex[:8]}"
+    generate_customers(engine, 50, batch=batch)
+    s = spec(f"c-{batch}", batch, content={"market": "FR", "brand": "default"})
+    async with build_worker(dev_env.client, settings, task_queue=task_queue):
+        handle = await dev_env.client.start_workflow(
+            CampaignLoopWorkflow.run,
+            loop_input(s, settings),
+            id=f"campaign-{s.id}",
+            task_queue=task_queue,
+        )
+        try:
+            await asyncio.wait_for(handle.result(), timeout=60)
+            raise AssertionError("a campaign without a policy for its market must not run")
+        except WorkflowFailureError as exc:
+            cause = exc.cause.cause if exc.cause is not None else None
+            assert cause is not None and "market" in str(cause)
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.campaign_id == s.id)
+            ).scalar()
+            == 0
+        )

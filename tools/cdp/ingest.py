@@ -570,4 +570,7 @@ def _apply_consent(
                 for channel, purpose in withdrawals(msg.event, msg.properties)
             )
     if rows:
+        # A withdrawal must never be lost, also for a person this batch only names in passing
+        # (e.g. an unsubscribe for an id whose profile a merge has just replaced).
+        _ensure_profiles(conn, sorted({r["profile_id"] for r in rows}), batch.now)
         conn.execute(insert(conn, Consent), rows)
