@@ -8,11 +8,15 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from liftloop.builtin_templates import render_variant
 from liftloop.domain import CampaignSpec, Offer
+
+if TYPE_CHECKING:  # the knowledge stack loads only when a campaign asks for the copywriter
+    from tools.content.generate import Copywriter
 
 KNOWLEDGE_SEED = Path(__file__).resolve().parents[1] / "tools" / "content" / "knowledge"
 # The copywriter's template per channel; the campaign's template wins for e-mail.
@@ -49,9 +53,9 @@ class CopywriterSource:
     def __init__(self, data_dir: Path, signing_key: str):
         self.data_dir, self.signing_key = data_dir, signing_key
         self._lock = threading.Lock()
-        self._copywriter: object | None = None
+        self._copywriter: Copywriter | None = None
 
-    def _get(self) -> object:
+    def _get(self) -> Copywriter:
         with self._lock:
             if self._copywriter is None:
                 from tools.content.generate import Copywriter
@@ -87,7 +91,7 @@ class CopywriterSource:
             offer_end="Sunday",
         )
         # Activities run in worker threads, which have no event loop of their own.
-        variant = asyncio.run(copywriter.generate(request))  # type: ignore[attr-defined]
+        variant = asyncio.run(copywriter.generate(request))
         body = _DOUBLE_BRACE.sub(r"{\1}", variant.body)
         if channel == "email":
             body = with_compliance_footer(body, spec.content.market, spec.content.language)
