@@ -58,7 +58,7 @@ from tools.measure.decision import CycleMeasurement, GuardrailReading
 from tools.measure.decision import Decision as StopDecision
 from tools.measure.decision import decide as decide_stop
 from tools.measure.design import StopRule
-from tools.measure.stats import Estimate, GroupStats, compare_means
+from tools.measure.stats import Estimate, GroupStats, compare_means, compare_proportions
 from tools.models.bandits import ThompsonBandit
 from tools.simulation import truth
 from tools.simulation.truth import SEGMENTS
@@ -879,7 +879,7 @@ class CampaignActivities:
             stop_on_harm=spec.stop.stop_when_harmful,
         )
         primary_name = spec.experiment.primary_metric
-        estimates = {name: _estimate(t, c, sequential=True) for name, (t, c) in total.items()}
+        estimates = {name: _estimate(name, t, c, sequential=True) for name, (t, c) in total.items()}
         primary = estimates[primary_name]
         if primary is None:
             return None, StopDecision(
@@ -924,10 +924,20 @@ def _groups(rows: Sequence[Any], treated: np.ndarray) -> dict[tuple[str, str], n
 
 
 def _estimate(
-    treated: GroupStats, control: GroupStats, *, sequential: bool = False
+    metric: str, treated: GroupStats, control: GroupStats, *, sequential: bool = False
 ) -> Estimate | None:
     if treated.n < 2 or control.n < 2:
         return None
+    if metric == "conversion":
+        # A holdout converts a handful of times per cycle: Wald intervals under-cover there.
+        return compare_proportions(
+            round(treated.sum),
+            treated.n,
+            round(control.sum),
+            control.n,
+            sequential=sequential,
+            agresti_caffo=True,
+        )
     return compare_means(treated, control, sequential=sequential)
 
 
@@ -947,7 +957,7 @@ def _lift_from(metric: str, est: Estimate) -> LiftEstimate:
 
 
 def _lift(metric: str, treated: GroupStats, control: GroupStats) -> LiftEstimate:
-    est = _estimate(treated, control)
+    est = _estimate(metric, treated, control)
     if est is not None:
         return _lift_from(metric, est)
     mean_t = treated.sum / treated.n if treated.n else 0.0

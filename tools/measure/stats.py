@@ -307,11 +307,19 @@ def compare_proportions(
     *,
     sequential: bool = False,
     sequential_tuning_n: int = DEFAULT_SEQUENTIAL_TUNING_N,
+    agresti_caffo: bool = False,
 ) -> Estimate:
-    """Difference of two proportions with the unpooled (Wald) normal interval."""
+    """Difference of two proportions with the unpooled (Wald) normal interval.
+
+    With ``agresti_caffo`` the interval (and p-value) come from the counts plus one success and
+    one failure per group (Agresti & Caffo 2000), which keeps its coverage when a group has only
+    a handful of conversions — the usual case for a holdout; the point estimate stays the raw
+    difference.
+    """
     _check_alpha(alpha)
     with tracer.start_as_current_span("measure.compare_proportions") as span:
         moments = []
+        add = 1 if agresti_caffo else 0
         for name, k, n in (
             ("treat", treat_successes, treat_n),
             ("control", control_successes, control_n),
@@ -320,8 +328,8 @@ def compare_proportions(
                 raise MeasureInputError(f"{name}_n", f"need at least 2 observations, got {n}")
             if not 0 <= k <= n:
                 raise MeasureInputError(f"{name}_successes", f"must lie in [0, {n}], got {k}")
-            p = k / n
-            moments.append(_Moments(n=n, mean=p, var=p * (1 - p)))
+            p = (k + add) / (n + 2 * add)
+            moments.append(_Moments(n=n + 2 * add, mean=p, var=p * (1 - p)))
         est = _estimate(
             moments[0],
             moments[1],
@@ -331,6 +339,18 @@ def compare_proportions(
             sequential=sequential,
             tuning_n=sequential_tuning_n,
         )
+        if agresti_caffo:
+            raw_t, raw_c = treat_successes / treat_n, control_successes / control_n
+            est = est.model_copy(
+                update={
+                    "n_treat": treat_n,
+                    "n_control": control_n,
+                    "mean_treat": raw_t,
+                    "mean_control": raw_c,
+                    "diff": raw_t - raw_c,
+                    "rel_lift": raw_t / raw_c - 1.0 if raw_c else None,
+                }
+            )
         span.set_attributes(
             {"measure.n_treat": treat_n, "measure.n_control": control_n, "measure.p": est.p_value}
         )
