@@ -186,17 +186,19 @@ class CampaignActivities:
                 else np.full((len(SEGMENTS), len(arms)), 1.0 / len(arms))
             )
             rows, per_arm, held = [], dict.fromkeys((a for a, _, _ in arms), 0), 0
+            # The policy restricted to the arms a person may receive depends only on their
+            # segment and consented channels: a handful of distinct rows per shard.
+            restricted: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
             for pid, seg, mask in members:
                 # The holdout hash ignores the cycle: a person stays in the holdout all campaign.
                 holdout = unit_hash(spec.salt, "holdout", pid) < holdout_share
-                eligible = np.array(
-                    [bool(mask & (1 << spec.channels.index(c))) for _, _, c in arms]
-                )
-                # The policy restricted to the arms this person may receive.
-                probs = np.where(eligible, table[SEGMENTS.index(seg)], 0.0)
-                probs /= probs.sum()
+                if (seg, mask) not in restricted:
+                    eligible = [bool(mask & (1 << spec.channels.index(c))) for _, _, c in arms]
+                    p = np.where(eligible, table[SEGMENTS.index(seg)], 0.0)
+                    restricted[(seg, mask)] = (p / p.sum(), np.cumsum(p / p.sum()))
+                probs, cumulative = restricted[(seg, mask)]
                 u = unit_hash(spec.salt, ref.cycle, "arm", pid)
-                pick = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), len(arms) - 1)
+                pick = min(int(np.searchsorted(cumulative, u, side="right")), len(arms) - 1)
                 arm, offer, channel = arms[pick]
                 if holdout:
                     held += 1

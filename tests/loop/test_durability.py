@@ -12,12 +12,11 @@ import uuid
 
 from sqlalchemy import func, select
 
-from liftloop.campaigns import loop_input
+from liftloop.campaigns import handle_for, start_campaign
 from liftloop.delivery_audit import audit_deliveries
 from liftloop.tables import OutboxMessage
 from tests.loop.helpers import drive, spec
 from tools.simulation.customers import generate_customers
-from workflows.campaign_loop import CampaignLoopWorkflow
 
 
 def _start_worker(env_vars: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -49,12 +48,8 @@ async def test_worker_killed_mid_send_delivers_exactly_once(
     }
     workers = [_start_worker(env_vars)]
     try:
-        handle = await dev_env.client.start_workflow(
-            CampaignLoopWorkflow.run,
-            loop_input(s, settings),
-            id=f"campaign-{s.id}",
-            task_queue=task_queue,
-        )
+        await start_campaign(dev_env.client, settings, s, task_queue=task_queue)
+        handle = handle_for(dev_env.client, s.id)
 
         def sent() -> tuple[int, int]:
             with engine.connect() as conn:

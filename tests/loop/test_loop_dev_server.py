@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from liftloop.campaigns import loop_input
+from liftloop.campaigns import handle_for, loop_input, start_campaign
 from liftloop.delivery_audit import audit_deliveries
 from liftloop.tables import ApprovalRequest, Decision, OutboxMessage
 from liftloop.temporal import build_worker
@@ -31,12 +31,8 @@ async def _run(
     generate_customers(engine, profiles, batch=batch, seed=profiles)
     s = spec(f"c-{batch}", batch, **spec_overrides)
     async with build_worker(env.client, settings, task_queue=task_queue):
-        handle = await env.client.start_workflow(
-            CampaignLoopWorkflow.run,
-            loop_input(s, settings),
-            id=f"campaign-{s.id}",
-            task_queue=task_queue,
-        )
+        await start_campaign(env.client, settings, s, task_queue=task_queue)
+        handle = handle_for(env.client, s.id)
         out = await drive(env.client, handle, approve)
     return s, handle, out
 
@@ -259,12 +255,8 @@ async def test_input_the_worker_cannot_accept_fails_the_campaign_with_its_reason
     generate_customers(engine, 50, batch=batch)
     s = spec(f"c-{batch}", batch, content={"market": "FR", "brand": "default"})
     async with build_worker(dev_env.client, settings, task_queue=task_queue):
-        handle = await dev_env.client.start_workflow(
-            CampaignLoopWorkflow.run,
-            loop_input(s, settings),
-            id=f"campaign-{s.id}",
-            task_queue=task_queue,
-        )
+        await start_campaign(dev_env.client, settings, s, task_queue=task_queue)
+        handle = handle_for(dev_env.client, s.id)
         try:
             await asyncio.wait_for(handle.result(), timeout=60)
             raise AssertionError("a campaign without a policy for its market must not run")

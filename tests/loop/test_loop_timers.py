@@ -32,6 +32,8 @@ async def test_unanswered_approval_is_rejected_and_window_is_a_durable_timer(  #
         update={"approval_timeout_s": 86400.0, "attribution_window_override_s": 0.0}
     )
     async with build_worker(skip_env.client, run_settings, task_queue=task_queue):
+        # The handle from start_workflow follows the continue-as-new chain on the test server;
+        # one looked up by id alone does not ("No completion event found").
         handle = await skip_env.client.start_workflow(
             CampaignLoopWorkflow.run,
             loop_input(s, run_settings),
