@@ -24,7 +24,7 @@ from liftloop.db import engine_for
 from liftloop.settings import get_settings
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import CdpError, MessageError
-from tools.cdp.ingest import ingest_parsed
+from tools.cdp.ingest import collector_paused, ingest_parsed
 from tools.cdp.messages import parse_batch, parse_message
 from tools.cdp.sources import source_for_key
 from tools.cdp.tables import ensure_cdp_tables
@@ -58,9 +58,8 @@ def get_contracts() -> ContractRegistry:
     return ContractRegistry.load()
 
 
-def _write_key(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+def _write_key(authorization: str) -> str:
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     if scheme.lower() == "basic" and value.strip():
@@ -74,10 +73,10 @@ def _write_key(request: Request) -> str:
     raise RequestRejected(401, "authorization", "send 'Bearer <write key>' or basic auth")
 
 
-def get_source(request: Request, engine: Annotated[Engine, Depends(get_cdp_engine)]) -> str:
+def _source(authorization: str, engine: Engine) -> str:
     """The source whose write key the request carries; 401 otherwise."""
     keys = [k.get_secret_value() for k in get_settings().api_keys]
-    source = source_for_key(engine, _write_key(request), keys)
+    source = source_for_key(engine, _write_key(authorization), keys)
     if source is None:
         raise RequestRejected(401, "authorization", "unknown write key")
     return source
@@ -94,8 +93,7 @@ def _finite(text: str) -> float:
     return value
 
 
-async def _json_body(request: Request, limit: int) -> Any:
-    body = await request.body()
+def _json_body(body: bytes, limit: int) -> Any:
     if len(body) > limit:
         raise RequestRejected(413, "body", f"is {len(body)} bytes; at most {limit} are allowed")
     try:
@@ -111,28 +109,41 @@ def _rejection(exc: RequestRejected | CdpError, status: int = 400) -> JSONRespon
     )
 
 
-async def _ingest(
-    messages: list[tuple[dict[str, Any], Any]], source: str, engine: Engine
-) -> JSONResponse:
-    result = await run_in_threadpool(
-        ingest_parsed, engine, messages, source=source, registry=get_contracts()
-    )
+def _handle(authorization: str, body: bytes, kind: str | None, engine: Engine) -> JSONResponse:
+    """A whole request in one worker thread: key, JSON, messages, ingest.
+
+    Parsing happens here too rather than on the event loop, which stays free for other
+    requests, and under the same paused cycle collector as the ingest (see
+    `collector_paused`): the parsed batch lives until it is written."""
+    with collector_paused():
+        try:
+            source = _source(authorization, engine)
+            if kind is None:
+                raw = _json_body(body, MAX_BATCH_BYTES)
+                parsed = parse_batch(raw)  # first: it checks that there is a batch at all
+                messages = list(zip(raw["batch"], parsed, strict=True))
+            else:
+                raw = _json_body(body, MAX_MESSAGE_BYTES)
+                if isinstance(raw, dict) and raw.setdefault("type", kind) != kind:
+                    raise MessageError("type", f"must be '{kind}' on /v1/{kind}")
+                messages = [(raw, parse_message(raw))]
+        except (RequestRejected, MessageError) as exc:
+            return _rejection(exc)
+        result = ingest_parsed(engine, messages, source=source, registry=get_contracts())
     return JSONResponse(content=result.model_dump())
+
+
+async def _respond(request: Request, kind: str | None, engine: Engine) -> JSONResponse:
+    body = await request.body()
+    authorization = request.headers.get("authorization", "")
+    return await run_in_threadpool(_handle, authorization, body, kind, engine)
 
 
 def _single(kind: str) -> Any:
     async def endpoint(
         request: Request, engine: Annotated[Engine, Depends(get_cdp_engine)]
     ) -> JSONResponse:
-        try:
-            source = await run_in_threadpool(get_source, request, engine)
-            raw = await _json_body(request, MAX_MESSAGE_BYTES)
-            if isinstance(raw, dict) and raw.setdefault("type", kind) != kind:
-                raise MessageError("type", f"must be '{kind}' on /v1/{kind}")
-            msg = parse_message(raw)
-        except (RequestRejected, MessageError) as exc:
-            return _rejection(exc)
-        return await _ingest([(raw, msg)], source, engine)
+        return await _respond(request, kind, engine)
 
     endpoint.__name__ = f"ingest_{kind}"
     endpoint.__doc__ = f"Ingest one {kind} message."
@@ -148,10 +159,4 @@ async def ingest_batch(
     request: Request, engine: Annotated[Engine, Depends(get_cdp_engine)]
 ) -> JSONResponse:
     """Ingest up to 1,000 messages; one unreadable message rejects the whole batch."""
-    try:
-        source = await run_in_threadpool(get_source, request, engine)
-        raw = await _json_body(request, MAX_BATCH_BYTES)
-        messages = parse_batch(raw)
-    except (RequestRejected, MessageError) as exc:
-        return _rejection(exc)
-    return await _ingest(list(zip(raw["batch"], messages, strict=True)), source, engine)
+    return await _respond(request, None, engine)

@@ -133,12 +133,20 @@ def demo(
             min=1, help="Seconds an escalation waits for an answer before it is rejected."
         ),
     ] = 120.0,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="Decision policy: uniform, thompson or nba (next best action by expected margin)."
+        ),
+    ] = "uniform",
     as_json: JsonFlag = False,
 ) -> None:
     """Run a whole campaign loop on the embedded default and report lift against the truth."""
     from liftloop.demo import run_demo
     from liftloop.telemetry import flush_tracing, setup_tracing
 
+    if policy not in ("uniform", "thompson", "nba"):
+        fail(f"--policy: must be uniform, thompson or nba, not {policy!r}")
     settings = get_settings().model_copy(update={"approval_timeout_s": approval_timeout})
     progress = err if as_json else out
     try:
@@ -172,6 +180,7 @@ def demo(
             profiles=profiles,
             cycles=cycles,
             approve_all=approve_all,
+            policy=policy,
             on_status=on_status,
             ui_url=lambda wid: runtime.ui_url(settings, wid),
         )
@@ -270,6 +279,40 @@ def campaign_status_cmd(campaign_id: str, as_json: JsonFlag = False) -> None:
         out.print(
             f"  cycle {c.cycle}: sent {c.sent}, held out {c.held_out}, {lift.metric} lift "
             f"{lift.estimate:+.5f} [{lift.ci_low:+.5f}, {lift.ci_high:+.5f}]"
+        )
+
+
+@campaign_app.command("decisions")
+def campaign_decisions(
+    campaign_id: str,
+    out_file: Annotated[
+        Path, typer.Option("--out", help="JSON Lines file to write, one round per line.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Export the campaign's measured decisions as bandit feedback for `liftloop ope --logs`."""
+    from liftloop.db import engine_for
+    from liftloop.decision_log import export_bandit_log
+
+    export = export_bandit_log(engine_for(get_settings().cdp_url), campaign_id)
+    if not export.rounds:
+        fail(f"campaign_id: {campaign_id}: no measured decisions")
+    with out_file.open("w", encoding="utf-8") as handle:
+        for r in export.rounds:
+            handle.write(r.model_dump_json() + "\n")
+    summary = {
+        "rounds": len(export.rounds),
+        "unmeasured": export.unmeasured,
+        "segments": export.segments,
+        "arms": export.arms,
+        "file": str(out_file),
+    }
+    if as_json:
+        _emit(summary)
+    else:
+        out.print(
+            f"{len(export.rounds)} rounds written to {out_file} ({export.unmeasured} not yet "
+            f"measured); actions: {', '.join(f'{i}={a}' for i, a in enumerate(export.arms))}"
         )
 
 

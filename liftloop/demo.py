@@ -47,7 +47,7 @@ class DemoReport(BaseModel):
     trace_id: str
 
 
-def demo_spec(campaign_id: str, batch: str, cycles: int) -> CampaignSpec:
+def demo_spec(campaign_id: str, batch: str, cycles: int, policy: str = "uniform") -> CampaignSpec:
     return parse_spec(
         {
             "id": campaign_id,
@@ -64,7 +64,7 @@ def demo_spec(campaign_id: str, batch: str, cycles: int) -> CampaignSpec:
                 {"id": "twenty_off", "discount_pct": 20, "margin_pct": 42},
             ],
             "limits": {"max_discount_pct": 15},
-            "experiment": {"holdout_pct": 10, "policy": "uniform", "primary_metric": "conversion"},
+            "experiment": {"holdout_pct": 10, "policy": policy, "primary_metric": "conversion"},
             "content": {
                 "template": "offer_email",
                 "language": "en",
@@ -85,6 +85,7 @@ async def run_demo(
     profiles: int,
     cycles: int,
     approve_all: bool,
+    policy: str = "uniform",
     ui_url: Callable[[str], str],
     on_status: Callable[[CampaignStatus], None] = lambda s: None,
     task_queue: str | None = None,
@@ -92,7 +93,7 @@ async def run_demo(
     engine = engine_for(settings.cdp_url)
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     batch = f"demo{stamp}"
-    spec = demo_spec(f"demo-{stamp}", batch, cycles)
+    spec = demo_spec(f"demo-{stamp}", batch, cycles, policy)
     if not settings.attribution_window_override_s:
         settings = settings.model_copy(update={"attribution_window_override_s": DEMO_WINDOW_S})
     with tracer.start_as_current_span(

@@ -84,8 +84,14 @@ class Limits(_Model):
 
 class Experiment(_Model):
     holdout_pct: float = Field(default=10.0, gt=0, lt=100)
-    policy: Literal["uniform", "thompson"] = "uniform"
+    # uniform: every allowed arm alike; thompson: Beta-Bernoulli bandit on conversion per
+    # segment; nba: next best action by expected incremental margin (uplift model trained on
+    # this campaign's own randomised history) with Thompson exploration, doing nothing included.
+    policy: Literal["uniform", "thompson", "nba"] = "uniform"
     min_arm_share: float = Field(default=0.01, ge=0, le=0.5)
+    # nba: prior spread (currency per person) of the residual posterior that drives exploration
+    # before the uplift model has data; wide enough to try every action in the first cycle.
+    exploration_sd: float = Field(default=1.0, gt=0)
     primary_metric: Metric = "contribution_margin"
     # The salt keeps assignments stable across cycles and independent between campaigns.
     salt: str = ""
@@ -126,6 +132,10 @@ class Simulation(_Model):
     seed: int = 7
 
 
+def _default_channel_cost() -> dict[Channel, float]:
+    return {"email": 0.002, "push": 0.001, "sms": 0.05}
+
+
 class CampaignSpec(_Model):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,79}$")
     name: str = ""
@@ -139,6 +149,8 @@ class CampaignSpec(_Model):
     cadence: Cadence = Cadence()
     stop: StopRule = StopRule()
     simulation: Simulation = Simulation()
+    # What one message costs to send, per channel (currency); contribution margin pays it.
+    channel_cost: dict[Channel, float] = Field(default_factory=_default_channel_cost)
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignSpec:
@@ -149,7 +161,12 @@ class CampaignSpec(_Model):
             raise ValueError("channels: each channel may appear once")
         if self.stop.min_cycles > self.cadence.max_cycles:
             raise ValueError("stop.min_cycles: larger than cadence.max_cycles")
+        if any(cost < 0 for cost in self.channel_cost.values()):
+            raise ValueError("channel_cost: a cost must not be negative")
         return self
+
+    def cost_of(self, channel: str) -> float:
+        return float(self.channel_cost.get(channel, 0.0))  # type: ignore[call-overload]
 
     @property
     def arms(self) -> list[tuple[str, Offer, Channel]]:

@@ -49,7 +49,9 @@ class Event(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(unique=True)
-    profile_id: str = Field(index=True)
+    # Indexed through ix_events_profile_name_time, whose first column it is: a second index
+    # would cost every insert without serving any query.
+    profile_id: str
     name: str
     occurred_at: datetime
     properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -70,7 +72,9 @@ class AudienceMember(SQLModel, table=True):
 
 
 class Decision(SQLModel, table=True):
-    """One logged decision per (campaign, cycle, profile), with its propensity."""
+    """One logged decision per (campaign, cycle, profile): the action, its probability under the
+    policy that ran, what the models expected, and (after the window) what happened — enough to
+    evaluate any other policy off-line. Arm "none" is the next-best-action's "do nothing"."""
 
     __tablename__ = "decisions"
     __table_args__ = (Index("ix_decisions_shard", "campaign_id", "cycle", "shard"),)
@@ -87,6 +91,13 @@ class Decision(SQLModel, table=True):
     propensity: float
     policy: str
     decided_at: datetime
+    expected_margin: float | None = None
+    model_versions: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    feature_hash: str | None = None
+    trace_id: str | None = None
+    # Filled by the measure stage from the attribution window's orders.
+    outcome_orders: int | None = None
+    outcome_margin: float | None = None
 
 
 class Variant(SQLModel, table=True):

@@ -59,6 +59,7 @@ def build_worker(
         policies,
         {"sender_address": settings.sender_address, "imprint": settings.imprint},
         CopywriterSource(settings.data_dir, settings.knowledge_signing_key.get_secret_value()),
+        ModelRegistry(settings.data_dir / "models"),
     )
     budget = BudgetActivities(
         BudgetFileSink(settings.outbox_dir / "ad_budgets.jsonl"), data_root=settings.data_dir

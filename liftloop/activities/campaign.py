@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from temporalio import activity
 
 from connectors.ports import MessageSender, OutboundMessage
+from liftloop.activities import next_best_action
 from liftloop.builtin_templates import fill_slots, slot_names
 from liftloop.copy_sources import CopySource, builtin_copy
 from liftloop.hashing import message_id, shard_of, unit_hash
@@ -53,13 +54,16 @@ from liftloop.tables import (
 from policies import Offer as PolicyOffer
 from policies import PolicyStore, SendProposal, VariantProposal, check_sends, check_variant
 from tools.cdp.consent import latest_consent
+from tools.cdp.people import BUCKETS, profile_buckets
 from tools.cdp.segments import compile_segment
 from tools.measure.decision import CycleMeasurement, GuardrailReading
 from tools.measure.decision import Decision as StopDecision
 from tools.measure.decision import decide as decide_stop
 from tools.measure.design import StopRule
 from tools.measure.stats import Estimate, GroupStats, compare_means, compare_proportions
+from tools.models import nba
 from tools.models.bandits import ThompsonBandit
+from tools.models.registry import ModelRegistry
 from tools.simulation import truth
 from tools.simulation.truth import SEGMENTS
 
@@ -99,8 +103,11 @@ class CampaignActivities:
         policies: PolicyStore,
         sender_slots: Mapping[str, str],
         copywriter: CopySource,
+        models: ModelRegistry | None = None,
     ):
         self.engine = engine
+        # Where the nba policy keeps each campaign's uplift model; None: the model is not used.
+        self.models = models
         self.copywriter = copywriter
         self.senders = senders
         self.policies = policies
@@ -159,7 +166,6 @@ class CampaignActivities:
     @activity.defn(name="campaign.decide")
     def decide(self, inp: ShardInput) -> DecideResult:
         ref, spec = inp.ref, inp.ref.spec
-        arms = spec.arms
         holdout_share = spec.experiment.holdout_pct / 100.0
         now = datetime.now(UTC)
         with (
@@ -179,49 +185,32 @@ class CampaignActivities:
                     col(AudienceMember.shard) == inp.shard,
                 )
             ).all()
-            # P(arm | segment) of this cycle's policy; every shard computes the same table.
-            table = (
-                self._bandit(conn, ref).arm_probabilities(seed=_seed(ref))
-                if spec.experiment.policy == "thompson"
-                else np.full((len(SEGMENTS), len(arms)), 1.0 / len(arms))
+            # The holdout is the CDP's stored bucket of the person, kept across identity merges
+            # and cycles: a person stays in the holdout (or out of it) all campaign.
+            buckets = profile_buckets(conn, spec.salt, [m[0] for m in members])
+            cut = holdout_share * BUCKETS
+            held_rows = [m for m in members if buckets[m[0]] < cut]
+            policy_rows = [m for m in members if buckets[m[0]] >= cut]
+            picks = (
+                self._nba_picks(conn, ref, inp.shard, policy_rows, span)
+                if spec.experiment.policy == "nba"
+                else self._table_picks(conn, ref, policy_rows)
             )
-            rows, per_arm, held = [], dict.fromkeys((a for a, _, _ in arms), 0), 0
-            # The policy restricted to the arms a person may receive depends only on their
-            # segment and consented channels: a handful of distinct rows per shard.
-            restricted: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-            for pid, seg, mask in members:
-                # The holdout hash ignores the cycle: a person stays in the holdout all campaign.
-                holdout = unit_hash(spec.salt, "holdout", pid) < holdout_share
-                if (seg, mask) not in restricted:
-                    eligible = [bool(mask & (1 << spec.channels.index(c))) for _, _, c in arms]
-                    p = np.where(eligible, table[SEGMENTS.index(seg)], 0.0)
-                    restricted[(seg, mask)] = (p / p.sum(), np.cumsum(p / p.sum()))
-                probs, cumulative = restricted[(seg, mask)]
-                u = unit_hash(spec.salt, ref.cycle, "arm", pid)
-                pick = min(int(np.searchsorted(cumulative, u, side="right")), len(arms) - 1)
-                arm, offer, channel = arms[pick]
-                if holdout:
-                    held += 1
-                    propensity = holdout_share
-                else:
-                    per_arm[arm] += 1
-                    propensity = (1 - holdout_share) * float(probs[pick])
-                rows.append(
-                    {
-                        "campaign_id": ref.campaign_id,
-                        "cycle": ref.cycle,
-                        "profile_id": pid,
-                        "shard": inp.shard,
-                        "segment": seg,
-                        "holdout": holdout,
-                        "arm": "holdout" if holdout else arm,
-                        "offer_id": offer.id,
-                        "channel": channel,
-                        "propensity": propensity,
-                        "policy": spec.experiment.policy,
-                        "decided_at": now,
-                    }
-                )
+            base = {"campaign_id": ref.campaign_id, "cycle": ref.cycle, "shard": inp.shard}
+            base |= {"policy": spec.experiment.policy, "decided_at": now} | dict.fromkeys(
+                ("expected_margin", "model_versions", "feature_hash", "trace_id")
+            )
+            rows = [
+                base
+                | {"profile_id": pid, "segment": seg, "holdout": True, "arm": "holdout"}
+                | {"offer_id": "", "channel": "", "propensity": holdout_share}
+                for pid, seg, _ in held_rows
+            ]
+            per_arm: dict[str, int] = {}
+            for (pid, seg, _), pick in zip(policy_rows, picks, strict=True):
+                per_arm[pick["arm"]] = per_arm.get(pick["arm"], 0) + 1
+                pick["propensity"] *= 1 - holdout_share
+                rows.append(base | {"profile_id": pid, "segment": seg, "holdout": False} | pick)
             conn.execute(
                 delete(Decision).where(
                     col(Decision.campaign_id) == ref.campaign_id,
@@ -232,8 +221,77 @@ class CampaignActivities:
             if rows:
                 conn.execute(insert(Decision), rows)
             span.set_attribute("liftloop.decided", len(rows))
-            span.set_attribute("liftloop.held_out", held)
-            return DecideResult(shard=inp.shard, decided=len(rows), held_out=held, per_arm=per_arm)
+            span.set_attribute("liftloop.held_out", len(held_rows))
+            return DecideResult(
+                shard=inp.shard, decided=len(rows), held_out=len(held_rows), per_arm=per_arm
+            )
+
+    def _table_picks(self, conn: Any, ref: CycleRef, people: Sequence[Any]) -> list[dict[str, Any]]:
+        """uniform / thompson: each person's arm drawn from P(arm | segment), restricted to the
+        channels they consented to; the propensity is that restricted probability."""
+        spec, arms = ref.spec, ref.spec.arms
+        table = (
+            self._bandit(conn, ref).arm_probabilities(seed=_seed(ref))
+            if spec.experiment.policy == "thompson"
+            else np.full((len(SEGMENTS), len(arms)), 1.0 / len(arms))
+        )
+        # The restricted policy depends only on segment and consented channels: a handful of
+        # distinct rows per shard.
+        restricted: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        picks = []
+        for pid, seg, mask in people:
+            if (seg, mask) not in restricted:
+                eligible = [bool(mask & (1 << spec.channels.index(c))) for _, _, c in arms]
+                p = np.where(eligible, table[SEGMENTS.index(seg)], 0.0)
+                restricted[(seg, mask)] = (p / p.sum(), np.cumsum(p / p.sum()))
+            probs, cumulative = restricted[(seg, mask)]
+            u = unit_hash(spec.salt, ref.cycle, "arm", pid)
+            k = min(int(np.searchsorted(cumulative, u, side="right")), len(arms) - 1)
+            arm, offer, channel = arms[k]
+            picks.append(
+                {"arm": arm, "offer_id": offer.id, "channel": channel, "propensity": probs[k]}
+            )
+        return picks
+
+    def _nba_picks(
+        self, conn: Any, ref: CycleRef, shard: int, people: Sequence[Any], span: Any
+    ) -> list[dict[str, Any]]:
+        """nba: the action with the highest expected incremental margin under Thompson
+        exploration, doing nothing included; logged with its model versions and feature hash."""
+        spec = ref.spec
+        pids = [p[0] for p in people]
+        x = next_best_action.features(conn, pids)
+        version, model, order_value = next_best_action.serving_model(self.models, ref.campaign_id)
+        bandit, bandit_version = next_best_action.residual_bandit(conn, ref)
+        decision = nba.decide(
+            next_best_action.action_space(spec),
+            next_best_action.inputs(
+                spec, x, np.array([p[2] for p in people], dtype=np.int64), model, order_value
+            ),
+            np.array([SEGMENTS.index(p[1]) for p in people], dtype=np.int64),
+            bandit,
+            seed=_seed(ref) + shard,
+            floor=spec.experiment.min_arm_share,
+        )
+        versions = {"uplift": version or "none", "residual_bandit": bandit_version}
+        trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+        hashes = nba.feature_hashes(x) if len(pids) else []
+        arms = next_best_action.action_arms(spec)
+        span.set_attribute("liftloop.model.uplift", versions["uplift"])
+        span.set_attribute("liftloop.do_nothing", int((decision.actions == 0).sum()))
+        return [
+            {
+                "arm": arms[a][0],
+                "offer_id": arms[a][1],
+                "channel": arms[a][2],
+                "propensity": float(decision.propensities[i]),
+                "expected_margin": float(decision.expected_margin[i]),
+                "model_versions": versions,
+                "feature_hash": hashes[i],
+                "trace_id": trace_id,
+            }
+            for i, a in enumerate(decision.actions.tolist())
+        ]
 
     def _bandit(self, conn: Any, ref: CycleRef) -> ThompsonBandit:
         """The posteriors after the last measured cycle, or the prior."""
@@ -461,6 +519,7 @@ class CampaignActivities:
                     col(Decision.cycle) == ref.cycle,
                     col(Decision.shard) == inp.shard,
                     col(Decision.holdout).is_(False),
+                    col(Decision.arm) != next_best_action.DO_NOTHING,
                 )
             ).all()
             rows = []
@@ -723,10 +782,15 @@ class CampaignActivities:
             ]
             if events:
                 conn.execute(_insert_ignore(self.engine, Event), events)
+            # The measure stage compares everyone the policy decided for (sent or not) with the
+            # holdout, so the truth to compare with is the mean effect over that same group.
+            policy_group = ~np.array([r[2] for r in rows], dtype=bool)
             true_lift = {
-                "conversion": float(effect_conv[treated].mean()) if treated.any() else 0.0,
-                "contribution_margin": float(effect_margin[treated].mean())
-                if treated.any()
+                "conversion": float(effect_conv[policy_group].mean())
+                if policy_group.any()
+                else 0.0,
+                "contribution_margin": float(effect_margin[policy_group].mean())
+                if policy_group.any()
                 else 0.0,
             }
             span.set_attribute("liftloop.simulated_events", len(events))
@@ -761,6 +825,8 @@ class CampaignActivities:
                     func.coalesce(orders.c.orders, 0),
                     func.coalesce(orders.c.margin, 0.0),
                     col(Decision.segment),
+                    col(Decision.profile_id),
+                    col(Decision.expected_margin),
                 )
                 .outerjoin(OutboxMessage, _OUTBOX_OF_DECISION)
                 .outerjoin(orders, orders.c.profile_id == Decision.profile_id)
@@ -771,29 +837,38 @@ class CampaignActivities:
             holdout = np.array([r[0] for r in rows], dtype=bool)
             sent = np.array([r[3] == "sent" for r in rows], dtype=bool)
             arms = np.array([r[1] for r in rows], dtype=object)
-            cost = np.array([truth.CHANNEL_COST.get(r[2], 0.0) for r in rows])
+            cost = np.array([spec.cost_of(r[2]) for r in rows])
             # Contribution margin pays for the send itself.
             metrics = {
                 "conversion": np.array([r[4] > 0 for r in rows], dtype=float),
                 "contribution_margin": np.array([float(r[5]) for r in rows])
                 - np.where(sent, cost, 0.0),
             }
+            # Everyone the policy decided for — sent, suppressed at send time or left alone —
+            # against the holdout: only that comparison keeps the randomisation, so it is the
+            # campaign's incremental effect (per arm: everyone assigned that arm).
+            policy_group = ~holdout
             stats = {
-                name: (GroupStats.from_values(v[sent]), GroupStats.from_values(v[holdout]))
+                name: (GroupStats.from_values(v[policy_group]), GroupStats.from_values(v[holdout]))
                 for name, v in metrics.items()
             }
             lifts = {name: _lift(name, *pair) for name, pair in stats.items()}
             per_arm = {
                 arm: {
                     name: _lift(
-                        name, GroupStats.from_values(v[sent & (arms == arm)]), stats[name][1]
+                        name,
+                        GroupStats.from_values(v[policy_group & (arms == arm)]),
+                        stats[name][1],
                     )
                     for name, v in metrics.items()
                 }
-                for arm in sorted(set(arms[sent].tolist()))
+                for arm in sorted(set(arms[policy_group].tolist()))
             }
+            _record_outcomes(conn, ref, rows)
             if spec.experiment.policy == "thompson":
                 self._update_bandit(conn, ref, rows, sent, metrics["conversion"])
+            if spec.experiment.policy == "nba":
+                self._learn_nba(conn, ref, span)
             cumulative, decision = self._apply_stop_rule(conn, ref, stats)
             result = MeasureResult(
                 cycle=ref.cycle,
@@ -845,16 +920,28 @@ class CampaignActivities:
             [arm_index[rows[i][1]] for i in idx],
             converted[idx],
         )
-        conn.execute(
-            delete(BanditState).where(
-                col(BanditState.campaign_id) == ref.campaign_id, col(BanditState.cycle) == ref.cycle
-            )
+        _store_bandit(conn, ref, bandit)
+
+    def _learn_nba(self, conn: Any, ref: CycleRef, span: Any) -> None:
+        """After each window the uplift model is refit on all measured cycles (served from the
+        next one) and the residual posterior that drives exploration is rebuilt against it."""
+        version, model, metrics = (
+            next_best_action.train_uplift(conn, ref, self.models)
+            if self.models is not None
+            else (None, None, {"rows": 0.0})
         )
-        conn.execute(
-            insert(BanditState).values(
-                campaign_id=ref.campaign_id, cycle=ref.cycle, state=bandit.to_json()
+        if model is None and self.models is not None:
+            # Not enough new data for a model this cycle: keep judging by the serving one.
+            version, model, order_value = next_best_action.serving_model(
+                self.models, ref.campaign_id
             )
+            metrics["order_value"] = order_value
+        span.set_attribute("liftloop.model.uplift", version or "none")
+        span.set_attribute("liftloop.model.training_rows", int(metrics["rows"]))
+        bandit = next_best_action.residual_posterior(
+            conn, ref, model, metrics.get("order_value", 0.0)
         )
+        _store_bandit(conn, ref, bandit)
 
     def _apply_stop_rule(
         self, conn: Any, ref: CycleRef, stats: dict[str, tuple[GroupStats, GroupStats]]
@@ -912,6 +999,44 @@ _OUTBOX_OF_DECISION = and_(
     col(OutboxMessage.cycle) == Decision.cycle,
     col(OutboxMessage.profile_id) == Decision.profile_id,
 )
+
+
+def _store_bandit(conn: Any, ref: CycleRef, bandit: ThompsonBandit) -> None:
+    conn.execute(
+        delete(BanditState).where(
+            col(BanditState.campaign_id) == ref.campaign_id, col(BanditState.cycle) == ref.cycle
+        )
+    )
+    conn.execute(
+        insert(BanditState).values(
+            campaign_id=ref.campaign_id, cycle=ref.cycle, state=bandit.to_json()
+        )
+    )
+
+
+def _record_outcomes(conn: Any, ref: CycleRef, rows: Sequence[Any]) -> None:
+    """Writes the window's outcome onto each decision, which makes the decision log a complete
+    bandit log (action, propensity, reward) for off-policy evaluation and uplift training."""
+    conn.execute(
+        update(Decision)
+        .where(col(Decision.campaign_id) == ref.campaign_id, col(Decision.cycle) == ref.cycle)
+        .values(outcome_orders=0, outcome_margin=0.0)
+    )
+    converted = [
+        {"pid": r[7], "orders": int(r[4]), "margin": float(r[5])} for r in rows if r[4] > 0
+    ]
+    if converted:
+        conn.execute(
+            update(Decision)
+            .where(
+                col(Decision.campaign_id) == ref.campaign_id,
+                col(Decision.cycle) == ref.cycle,
+                col(Decision.profile_id) == bindparam("pid"),
+            )
+            .values(outcome_orders=bindparam("orders"), outcome_margin=bindparam("margin"))
+            .execution_options(synchronize_session=False),
+            converted,
+        )
 
 
 def _seed(ref: CycleRef) -> int:

@@ -174,3 +174,17 @@ def test_known_message_follows_a_merge_in_the_same_batch(
     ]
     assert ingest(engine, batch, source="web", registry=registry).merges == 1
     assert set(_owners(engine).values()) == {"cust-9"}
+
+
+def test_alias_of_a_user_id_named_earlier_in_the_same_batch(
+    engine: Engine, registry: ContractRegistry, m: Any
+):
+    """An alias's previous id is the user id an earlier message of the batch created, as it is
+    when that message came in its own batch, not a new anonymous id of that text."""
+    batch = [
+        m.msg("identify", "al1", uid="old-login", ts="2026-01-01T00:00:00Z", traits={}),
+        m.msg("alias", "al2", uid="new-login", ts="2026-02-01T00:00:00Z", previousId="old-login"),
+    ]
+    ingest(engine, batch, source="app", registry=registry)
+    assert resolve_profile(engine, "new-login") == resolve_profile(engine, "old-login")
+    assert set(_owners(engine).values()) == {"old-login"}

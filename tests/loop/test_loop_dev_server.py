@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import numpy as np
 from sqlalchemy import func, select
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
@@ -61,8 +62,9 @@ async def test_cycle_sends_exactly_once_and_measures(dev_env, settings, engine, 
             .where(Decision.holdout.is_(True))
         ).scalar()
         assert leaked == 0
+    # Intention to treat: everyone the policy decided for, sent or suppressed, against the holdout.
     lifts = cycle.lifts["conversion"]
-    assert lifts.treated_n == cycle.sent and lifts.control_n == cycle.held_out
+    assert lifts.treated_n == cycle.audience - cycle.held_out and lifts.control_n == cycle.held_out
     assert cycle.true_lift is not None and cycle.true_lift["conversion"] > 0
 
 
@@ -272,3 +274,99 @@ async def test_input_the_worker_cannot_accept_fails_the_campaign_with_its_reason
             ).scalar()
             == 0
         )
+
+
+async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore[no-untyped-def]
+    dev_env, settings, engine, smtp, task_queue
+):
+    import json
+
+    from liftloop.activities.next_best_action import model_name
+    from liftloop.tables import BanditState
+    from tools.cdp.people import buckets_for
+    from tools.models.registry import ModelRegistry
+
+    s, _, out = await _run(
+        dev_env,
+        settings,
+        engine,
+        task_queue,
+        4000,
+        experiment={"policy": "nba", "holdout_pct": 10, "min_arm_share": 0.01},
+        cadence={"every": "0s", "max_cycles": 3},
+        stop={"ship_when": "never", "min_cycles": 3},
+    )
+    assert out.cycles == 3
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Decision.cycle,
+                Decision.profile_id,
+                Decision.holdout,
+                Decision.arm,
+                Decision.propensity,
+                Decision.expected_margin,
+                Decision.model_versions,
+                Decision.feature_hash,
+                Decision.trace_id,
+                Decision.outcome_orders,
+            ).where(Decision.campaign_id == s.id)
+        ).all()
+        nothing_sent = conn.execute(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .join(
+                Decision,
+                (Decision.profile_id == OutboxMessage.profile_id)
+                & (Decision.campaign_id == OutboxMessage.campaign_id)
+                & (Decision.cycle == OutboxMessage.cycle),
+            )
+            .where(Decision.campaign_id == s.id, Decision.arm == "none")
+        ).scalar()
+        states = conn.execute(
+            select(BanditState.state).where(BanditState.campaign_id == s.id)
+        ).all()
+    policy_rows = [r for r in rows if not r.holdout]
+    # Every decision of the policy is logged with its exact propensity, the model versions,
+    # the hash of the features it saw and the trace it ran in; doing nothing is an action.
+    assert all(0 < r.propensity <= 0.9 + 1e-9 for r in policy_rows)
+    assert all(r.expected_margin is not None and r.feature_hash and r.trace_id for r in policy_rows)
+    assert {r.arm for r in policy_rows} >= {"none", "content@email", "ten_off@email"}
+    assert nothing_sent == 0
+    # Outcomes are written onto the decisions of every measured cycle.
+    assert all(r.outcome_orders is not None for r in rows)
+    # The residual posterior learned from each cycle's outcomes (one state per cycle).
+    assert len(states) == 3 and json.loads(states[-1][0])["kind"] == "gaussian"
+    # The uplift model was trained on the campaign's history, served, and named in later logs.
+    registry = ModelRegistry(settings.data_dir / "models")
+    meta, _ = registry.serving(model_name(s.id))
+    assert meta.metrics["rows"] > 0 and meta.metrics["order_value"] > 0
+    used = {r.model_versions["uplift"] for r in policy_rows if r.cycle == 3}
+    assert used and "none" not in used
+    assert {r.model_versions["uplift"] for r in policy_rows if r.cycle == 1} == {"none"}
+    # The holdout is the CDP's stored bucket: the same person is held out in every cycle.
+    buckets = buckets_for(engine, s.salt, sorted({r.profile_id for r in rows}))
+    assert all(r.holdout == (buckets[r.profile_id] < 1000) for r in rows)
+    assert all(
+        c.lifts["contribution_margin"].treated_n == c.audience - c.held_out for c in out.history
+    )
+
+    # The log is complete bandit feedback: off-policy evaluation reads it as exported.
+    from liftloop.decision_log import export_bandit_log
+    from tools.models.ope import evaluate_policy, read_decision_log, reward_table
+
+    export = export_bandit_log(engine, s.id)
+    assert len(export.rounds) == len(rows) and export.unmeasured == 0
+    assert export.arms[:2] == ["holdout", "none"]
+    path = settings.data_dir / "rounds.jsonl"
+    path.write_text("".join(r.model_dump_json() + "\n" for r in export.rounds))
+    log = read_decision_log(path)
+    # Inverse-propensity weights of the holdout action average to one: the logged propensities
+    # are the probabilities the assignment really had.
+    held = log.actions == 0
+    assert abs((held / log.propensities).mean() - 1.0) < 0.15
+    always_hold = np.zeros((log.n_contexts, log.n_actions))
+    always_hold[:, 0] = 1.0
+    ipw = evaluate_policy(log, always_hold, reward_table(log))["ipw"].value
+    holdout_mean = float(np.mean([r.reward for r in export.rounds if r.arm == "holdout"]))
+    assert abs(ipw - holdout_mean) < 0.2 * max(abs(holdout_mean), 0.05)

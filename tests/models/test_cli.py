@@ -3,10 +3,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import typer
 from typer.testing import CliRunner
 
 from liftloop.cli_models import register
+from tools.models.registry import ModelRegistry
+from tools.models.uplift import TLearner, UpliftModel
 
 
 def _app() -> typer.Typer:
@@ -130,3 +133,31 @@ def test_models_train_list_promote_rollback(shared_data: Path, tmp_path: Path) -
     res = runner.invoke(app, ["models", "promote", "clv", "v9", *reg, "--json"])
     assert res.exit_code == 2
     assert json.loads(res.stdout)["error"].startswith("version: clv has no version v9")
+
+
+def test_models_list_shows_uplift_versions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    arm = np.arange(400) % 2
+    learner = TLearner(2, max_iter=5).fit(x, arm, (rng.random(400) < 0.2).astype(float))
+    model = UpliftModel(arms=["holdout", "ten_off@email"], features=["a", "b"], learner=learner)
+    registry = ModelRegistry(tmp_path)
+    registry.promote("uplift.winback", registry.register("uplift.winback", "uplift", model).version)
+    registry.register("uplift.winback", "uplift", model)
+    (tmp_path / "uplift.winback" / "v2" / "artifact.joblib").write_bytes(b"not a pickle")
+    runner, app = CliRunner(), _app()
+    res = runner.invoke(app, ["models", "list", "--registry", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [
+        (m["name"], m["version"], m["kind"], m["serving"], m["valid"], m["features"])
+        for m in json.loads(res.stdout)["models"]
+    ]
+    assert rows == [
+        ("uplift.winback", "v1", "uplift", True, True, ["a", "b"]),
+        ("uplift.winback", "v2", "uplift", False, False, ["a", "b"]),
+    ]
+    res = runner.invoke(app, ["models", "list", "--registry", str(tmp_path)])
+    assert res.stdout.splitlines() == [
+        "* uplift.winback v1 uplift None",
+        "! uplift.winback v2 uplift None",
+    ]

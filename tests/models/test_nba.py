@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tools.models import nba
+from tools.models.bandits import ThompsonBandit
 from tools.models.errors import ModelInputError
 from tools.models.nba import (
     ActionSpace,
@@ -202,3 +204,149 @@ def test_score_chunks_equal_one_pass() -> None:
     ]
     np.testing.assert_array_equal(np.vstack([p[1] for p in parts]), whole)
     np.testing.assert_array_equal(np.vstack([p[2] for p in parts]), eligible)
+
+
+def test_action_uplift_expresses_what_offer_times_channel_cannot() -> None:
+    # ten_off works only by push and twenty_off only by email: no uplift[o] · channel_response[c]
+    # product has that pattern (it would be a rank-one matrix).
+    per_action = np.array([[[0.0, 0.08], [0.05, 0.0]]])
+    inputs = _inputs(
+        1,
+        base_conversion=np.array([0.02]),
+        uplift=np.zeros((1, 2)),
+        action_uplift=per_action,
+        order_value=np.array([100.0]),
+        hour_response=np.array([[1.0, 0.5]]),
+    )
+    scores, _ = score_actions(SPACE, inputs)
+    offers = {o.id: o for o in SPACE.offers}
+    cost = {c.id: c.cost for c in SPACE.channels}
+    implied = np.zeros((2, 2))
+    for a, action in enumerate(SPACE.actions()[1:], start=1):
+        assert action.offer is not None and action.channel is not None
+        o, c = int(action.offer == "twenty_off"), int(action.channel == "push")
+        hour = 1.0 if action.send_hour == 9 else 0.5
+        u = per_action[0, o, c] * hour
+        d = offers[action.offer].discount_pct / 100.0
+        assert scores[0, a] == pytest.approx(
+            u * 100 * 0.42 - (0.02 + u) * 100 * d - cost[action.channel]
+        )
+        if action.send_hour == 9:
+            # Recover u from the score: score + p0·V·d + cost = u · V · (margin − d).
+            implied[o, c] = (scores[0, a] + 0.02 * 100 * d + cost[action.channel]) / (
+                100 * (0.42 - d)
+            )
+    np.testing.assert_allclose(implied, per_action[0], atol=1e-12)
+    assert abs(np.linalg.det(implied)) > 1e-3  # not rank one
+    assert SPACE.actions()[int(scores[0].argmax())].id == "ten_off/push/09"
+    bandit = exploration_bandit(SPACE, segments=1, prior_sd=0.01)
+    d = decide(SPACE, inputs, np.zeros(1, dtype=np.int64), bandit, seed=0, floor=0.0)
+    assert SPACE.actions()[int(d.actions[0])].id == "ten_off/push/09"
+    # Without action_uplift the same inputs score every send below doing nothing.
+    plain = inputs.model_copy(update={"action_uplift": None})
+    assert (score_actions(SPACE, plain)[0][0, 1:] < 0).all()
+
+
+def test_action_uplift_makes_uplift_optional_and_is_checked() -> None:
+    n = 3
+    per_action = np.full((n, 2, 2), 0.01)
+    without = _inputs(n, uplift=None, action_uplift=per_action)
+    with_zeros = _inputs(n, uplift=np.zeros((n, 2)), action_uplift=per_action)
+    np.testing.assert_array_equal(
+        score_actions(SPACE, without)[0], score_actions(SPACE, with_zeros)[0]
+    )
+    with pytest.raises(ModelInputError, match=r"^uplift: required unless action_uplift"):
+        score_actions(SPACE, _inputs(n, uplift=None))
+    with pytest.raises(ModelInputError, match=r"^action_uplift: expected shape \(3, 2, 2\)"):
+        score_actions(SPACE, _inputs(n, action_uplift=np.zeros((n, 2))))
+    bad = per_action.copy()
+    bad[1, 0, 1] = np.nan
+    with pytest.raises(ModelInputError, match=r"^action_uplift: must be finite"):
+        score_actions(SPACE, _inputs(n, action_uplift=bad))
+    with pytest.raises(ModelInputError, match=r"^uplift: expected shape"):
+        score_actions(SPACE, _inputs(n, uplift=np.zeros((n, 3)), action_uplift=per_action))
+    with pytest.raises(ModelInputError, match=r"^channel_response: must be omitted"):
+        score_actions(SPACE, _inputs(n, action_uplift=per_action, channel_response=np.ones((n, 2))))
+
+
+def test_action_uplift_of_a_product_scores_like_uplift_times_channel_response() -> None:
+    n = 50
+    rng = np.random.default_rng(6)
+    uplift = rng.uniform(0.0, 0.04, (n, 2))
+    response = rng.uniform(0.2, 1.5, (n, 2))
+    product = _inputs(n, uplift=uplift, channel_response=response)
+    per_action = product.model_copy(
+        update={
+            "uplift": None,
+            "channel_response": None,
+            "action_uplift": uplift[:, :, None] * response[:, None, :],
+        }
+    )
+    np.testing.assert_array_equal(
+        score_actions(SPACE, per_action)[0], score_actions(SPACE, product)[0]
+    )
+    # And channel_response matters: without it the scores differ.
+    plain = product.model_copy(update={"channel_response": None})
+    assert not np.allclose(score_actions(SPACE, plain)[0], score_actions(SPACE, product)[0])
+
+
+def _naive_policy(
+    inputs: NbaInputs, segments: np.ndarray, bandit: ThompsonBandit, seed: int, draws: int
+) -> tuple[np.ndarray, int]:
+    """The policy decide must log, written the direct way (argmax over every action and draw),
+    and the number of (person, draw) argmaxes that were ties."""
+    residual = bandit.posterior_draws(np.random.default_rng(seed), draws).astype(np.float32)
+    scores, eligible = score_actions(SPACE, inputs)
+    masked = np.where(eligible, scores, -np.inf).astype(np.float32)
+    total = masked[None, :, :] + residual[:, segments, :]  # (draws, n, actions)
+    best = total.argmax(axis=2)
+    ties = int(((total == total.max(axis=2, keepdims=True)).sum(axis=2) > 1).sum())
+    n, k = scores.shape
+    thompson = np.zeros((n, k))
+    for row in best:
+        thompson[np.arange(n), row] += 1.0
+    thompson /= draws
+    allowed = eligible.sum(axis=1, keepdims=True)
+    f = np.minimum(0.01, 1.0 / allowed)
+    policy = np.where(eligible, np.minimum(f + (1.0 - allowed * f) * thompson, 1.0), 0.0)
+    return policy, ties
+
+
+@pytest.mark.parametrize("prior_sd", [1e-12, 0.05, 3.0])
+def test_decide_logs_exactly_the_naive_policy_across_chunks_and_ties(
+    monkeypatch: pytest.MonkeyPatch, prior_sd: float
+) -> None:
+    # Small chunks and blocks so that one call crosses many of both.
+    monkeypatch.setattr(nba, "CHUNK_PEOPLE", 37)
+    monkeypatch.setattr(nba, "DRAW_BLOCK", 40)
+    n, draws = 600, 20
+    rng = np.random.default_rng(8)
+    value = rng.gamma(2.0, 30.0, n)
+    value[:100] = 0.0  # every send scores minus its cost
+    hours = rng.uniform(0.5, 1.5, (n, 2))
+    # Equal hour responses: both hours score the same. With prior_sd 1e-12 the residual vanishes
+    # in float32, so the sums tie exactly and the lower action index must win, as in argmax.
+    hours[100:300, 1] = hours[100:300, 0]
+    consent = rng.random((n, 2)) < 0.8
+    inputs = _inputs(
+        n,
+        seed=8,
+        order_value=value,
+        hour_response=hours,
+        consent=consent,
+        capped=rng.random(n) < 0.1,
+    )
+    segments = rng.integers(0, 3, n)
+    bandit = exploration_bandit(SPACE, segments=3, prior_sd=prior_sd)
+    # Learned residuals in segment 2 only; segments 0 and 1 keep the prior.
+    bandit.update(np.full(50, 2), np.arange(50) % SPACE.n_actions, rng.normal(0, 0.3, 50))
+    d = decide(SPACE, inputs, segments, bandit, seed=5, propensity_draws=draws)
+    policy, ties = _naive_policy(inputs, segments, bandit, 5, draws)
+    if prior_sd == 1e-12:
+        assert ties > 1000
+    rows = np.arange(n)
+    np.testing.assert_array_equal(d.propensities, policy[rows, d.actions])
+    scores, eligible = score_actions(SPACE, inputs)
+    np.testing.assert_array_equal(d.expected_margin, scores[rows, d.actions])
+    np.testing.assert_array_equal(d.eligible_actions, eligible.sum(axis=1))
+    assert eligible[rows, d.actions].all()

@@ -66,3 +66,21 @@ def test_bad_input_names_the_field() -> None:
         TLearner(2).fit(np.zeros((3, 1)), [0, 1, 2], [0.0, 1.0, 0.0])
     with pytest.raises(ModelInputError, match=r"^treated:"):
         difference_in_means([1.0, 2.0], [True])
+
+
+def test_leaves_sized_for_rare_events_stop_fitting_noise() -> None:
+    # A 1 % conversion with a true effect of +0.5 points that does not depend on the features:
+    # every person's predicted uplift should be close to the same 0.005.
+    # 8,000 rows per arm, as a campaign's first cycles give (scikit-learn's early stopping only
+    # starts above 10,000).
+    rng = np.random.default_rng(3)
+    n = 16_000
+    x = rng.normal(size=(n, 3))
+    arm = rng.integers(0, 2, size=n)
+    y = (rng.random(n) < np.where(arm == 1, 0.015, 0.010)).astype(float)
+    loose = TLearner(2, seed=0).fit(x, arm, y).predict_uplift(x[:5000])[:, 0]
+    sized = TLearner(2, seed=0, min_events_per_leaf=20).fit(x, arm, y).predict_uplift(x[:5000])
+    assert sized[:, 0].std() < 0.5 * loose.std()
+    assert abs(sized[:, 0].mean() - 0.005) < 0.003
+    with pytest.raises(ModelInputError, match=r"^min_events_per_leaf:"):
+        TLearner(2, min_events_per_leaf=0)

@@ -22,11 +22,15 @@ _CO = cols(Consent)
 _PR = cols(Profile)
 PURPOSES = ("marketing", "personalisation", "analytics", "ads")
 CHANNELS = ("email", "sms", "push", "ads")
+# The only events that can withdraw consent (see `withdrawals`).
+WITHDRAWING_EVENTS = frozenset({"unsubscribed", "complaint_received", "message_bounced"})
 
 
 def withdrawals(event: str, properties: dict[str, Any]) -> list[tuple[str, str]]:
     """(channel, purpose) pairs an event withdraws: an unsubscribe the purposes it names
     (marketing by default); a complaint or a hard bounce every purpose on the channel."""
+    if event not in WITHDRAWING_EVENTS:
+        return []
     channel = properties.get("channel", "email")
     if channel not in CHANNELS:
         return []

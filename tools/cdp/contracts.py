@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -63,53 +63,95 @@ class Violation(BaseModel):
     version: int | None
 
 
-def _type_ok(kind: PropertyType, value: Any) -> bool:
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        )
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "object":
-        return isinstance(value, dict)
-    if isinstance(value, str):  # datetime
-        try:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return False
-        return True
-    return False
+def _is_datetime_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
-def _check_rule(rule: PropertyRule, value: Any) -> str | None:
-    if not _type_ok(rule.type, value):
-        return f"must be {rule.type}, got {type(value).__name__}"
-    if rule.enum is not None and value not in rule.enum:
-        return f"must be one of {rule.enum}"
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if rule.minimum is not None and numeric and value < rule.minimum:
-        return f"must be at least {rule.minimum}"
-    if rule.maximum is not None and numeric and value > rule.maximum:
-        return f"must be at most {rule.maximum}"
-    if (
-        rule.max_length is not None
-        and isinstance(value, str | list)
-        and len(value) > rule.max_length
-    ):
-        return f"must be at most {rule.max_length} long"
-    if (
-        rule.pattern is not None
-        and isinstance(value, str)
-        and not re.fullmatch(rule.pattern, value)
-    ):
-        return f"must match {rule.pattern}"
-    return None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": _is_integer,
+    "number": _is_number,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "datetime": _is_datetime_text,
+}
+
+
+def _rule_check(rule: PropertyRule) -> Callable[[Any], str | None]:
+    """The check of one rule as a function of the value, built once per contract: what a rule
+    does not constrain costs nothing per event. The first failing check names the reason."""
+    type_ok, kind = _TYPE_CHECKS[rule.type], rule.type
+    enum, low, high, longest = rule.enum, rule.minimum, rule.maximum, rule.max_length
+    match = None if rule.pattern is None else re.compile(rule.pattern).fullmatch
+    plain = enum is None and low is None and high is None and longest is None and match is None
+
+    def check(value: Any) -> str | None:
+        if not type_ok(value):
+            return f"must be {kind}, got {type(value).__name__}"
+        if plain:
+            return None
+        if enum is not None and value not in enum:
+            return f"must be one of {enum}"
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if low is not None and numeric and value < low:
+            return f"must be at least {low}"
+        if high is not None and numeric and value > high:
+            return f"must be at most {high}"
+        if longest is not None and isinstance(value, str | list) and len(value) > longest:
+            return f"must be at most {longest} long"
+        if match is not None and isinstance(value, str) and not match(value):
+            return f"must match {rule.pattern}"
+        return None
+
+    return check
+
+
+Check = Callable[[Mapping[str, Any]], Violation | None]
+
+
+def _compile(contract: Contract) -> Check:
+    """The contract as one function of an event's properties (see ContractRegistry.check)."""
+    version = contract.version
+    rules = [(name, rule.required, _rule_check(rule)) for name, rule in contract.properties.items()]
+    closed = None if contract.additional_properties else frozenset(contract.properties)
+
+    def check(properties: Mapping[str, Any]) -> Violation | None:
+        for name, required, rule_check in rules:
+            if name not in properties:
+                if required:
+                    return Violation(
+                        field=f"properties.{name}", reason="is required", version=version
+                    )
+                continue
+            problem = rule_check(properties[name])
+            if problem:
+                return Violation(field=f"properties.{name}", reason=problem, version=version)
+        if closed is not None:
+            for name in properties:
+                if name not in closed:
+                    return Violation(
+                        field=f"properties.{name}",
+                        reason="is not in the contract",
+                        version=version,
+                    )
+        return None
+
+    return check
 
 
 class ContractRegistry:
@@ -121,6 +163,8 @@ class ContractRegistry:
             current = self._by_event.get(c.event)
             if current is None or c.version > current.version:
                 self._by_event[c.event] = c
+        # Compiled once: ingestion checks every event against its contract.
+        self._checks = {event: _compile(c) for event, c in self._by_event.items()}
 
     @classmethod
     def load(cls, *extra_dirs: Path) -> ContractRegistry:
@@ -142,31 +186,10 @@ class ContractRegistry:
 
     def check(self, event: str, properties: Mapping[str, Any]) -> Violation | None:
         """The first violation of the event's contract, or None when it conforms."""
-        contract = self._by_event.get(event)
-        if contract is None:
+        check = self._checks.get(event)
+        if check is None:
             return Violation(field="event", reason=f"no contract for event '{event}'", version=None)
-        rules = contract.properties
-        for name, rule in rules.items():
-            if name not in properties:
-                if rule.required:
-                    return Violation(
-                        field=f"properties.{name}", reason="is required", version=contract.version
-                    )
-                continue
-            problem = _check_rule(rule, properties[name])
-            if problem:
-                return Violation(
-                    field=f"properties.{name}", reason=problem, version=contract.version
-                )
-        if not contract.additional_properties:
-            for name in properties:
-                if name not in rules:
-                    return Violation(
-                        field=f"properties.{name}",
-                        reason="is not in the contract",
-                        version=contract.version,
-                    )
-        return None
+        return check(properties)
 
 
 def load_contract(path: Path) -> Contract:

@@ -76,6 +76,8 @@ def apply_events(
             conn.execute(delete(table).where(table.c.profile_id.in_(fresh)))
     orders: dict[str, dict[str, Any]] = {}
     engaged: dict[tuple[str, str, str, int], int] = {}
+    # The engagement channel of each event name, looked up once per batch instead of per event.
+    channel_of: dict[str, str | None] = {}
     for pid, name, props, at in events:
         if name == ORDER_EVENT:
             row = orders.get(pid)
@@ -90,12 +92,20 @@ def apply_events(
                 }
             row["orders"] += 1
             row["revenue"] += _revenue(props)
-            row["first_order_at"] = min(row["first_order_at"], at)
-            row["last_order_at"] = max(row["last_order_at"], at)
+            if at < row["first_order_at"]:
+                row["first_order_at"] = at
+            if at > row["last_order_at"]:
+                row["last_order_at"] = at
             continue
-        contract = registry.get(name)
-        if contract is not None and contract.engagement and contract.channel is not None:
-            key = (pid, contract.channel, name, at.hour)
+        if name in channel_of:
+            channel = channel_of[name]
+        else:
+            contract = registry.get(name)
+            channel = channel_of[name] = (
+                contract.channel if contract is not None and contract.engagement else None
+            )
+        if channel is not None:
+            key = (pid, channel, name, at.hour)
             engaged[key] = engaged.get(key, 0) + 1
     f = ProfileFeatures.__tablename__
     bulk_write(

@@ -7,22 +7,36 @@ counts as a duplicate and changes nothing).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import bindparam, delete, func, select, union_all, update
+from sqlalchemy import bindparam, delete, func, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from liftloop.tables import Consent, Event, Profile
-from tools.cdp._sql import bulk_write, chunks, cols, insert, table_of, upsert, utcnow
-from tools.cdp.consent import withdrawals
-from tools.cdp.contracts import ContractRegistry, Violation
+from tools.cdp._sql import (
+    bulk_write,
+    bulk_write_columns,
+    chunks,
+    cols,
+    driver_time,
+    fetch_in,
+    insert,
+    table_of,
+    upsert,
+    utcnow,
+)
+from tools.cdp.consent import WITHDRAWING_EVENTS, withdrawals
+from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import MessageError
 from tools.cdp.features import apply_events, events_of
 from tools.cdp.identity import Ident, UnionFind, canonical_id, normalise
@@ -47,12 +61,8 @@ from tools.cdp.tables import (
 )
 
 tracer = trace.get_tracer("liftloop.cdp")
-_EV = cols(Event)
-_ID = cols(Identity)
 _PR = cols(Profile)
-_QM = cols(QuarantinedMessage)
 _SM = cols(SegmentMember)
-_TH = cols(TraitHistory)
 _TS = cols(TraitState)
 # Traits that also live in a column of `profiles`, so the loop can read them without JSON.
 PROFILE_COLUMNS = ("email", "phone", "first_name", "country", "timezone", "language")
@@ -71,7 +81,7 @@ class IngestResult(BaseModel):
 class _Batch:
     source: str
     now: datetime
-    accepted: list[tuple[dict[str, Any], AnyMessage]] = field(default_factory=list)
+    accepted: list[AnyMessage] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
 
@@ -130,10 +140,28 @@ def ingest(
     now: datetime | None = None,
 ) -> IngestResult:
     """Ingest raw JSON messages; unreadable ones are quarantined with the field and reason."""
-    parsed, unreadable = parse_many(raws)
-    return ingest_parsed(
-        engine, parsed, source=source, registry=registry, now=now, unreadable=unreadable
-    )
+    with collector_paused():
+        parsed, unreadable = parse_many(raws)
+        return ingest_parsed(
+            engine, parsed, source=source, registry=registry, now=now, unreadable=unreadable
+        )
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector held off while one batch is parsed and written.
+
+    Everything a batch allocates lives until it is written, so a collection in between frees
+    nothing, yet every few batches one walks the whole heap: a fifth of the ingest time in
+    bench/cdp.py. Objects of a batch die by reference counting; collections resume as soon as
+    the batch is done (a collector that was already off stays off)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def ingest_parsed(
@@ -146,7 +174,7 @@ def ingest_parsed(
     unreadable: Sequence[tuple[Any, MessageError]] = (),
 ) -> IngestResult:
     """Ingest (raw, parsed) messages in one transaction."""
-    with tracer.start_as_current_span("cdp.ingest") as span:
+    with collector_paused(), tracer.start_as_current_span("cdp.ingest") as span:
         span.set_attribute("cdp.source", source)
         span.set_attribute("cdp.messages", len(messages) + len(unreadable))
         with engine.begin() as conn:
@@ -179,13 +207,24 @@ def ingest_on(
     )
 
 
+_SQL_STORED = f"SELECT message_id FROM {table_of(Event).name} WHERE message_id {{in}}"
+_SQL_HELD = (
+    f"SELECT message_id FROM {table_of(QuarantinedMessage).name}"
+    " WHERE status = {p} AND message_id {in}"
+)
+_SQL_OWNERS = (
+    f"SELECT value, profile_id FROM {table_of(Identity).name} WHERE kind = {{p}} AND value {{in}}"
+)
+_SQL_PEOPLE = (
+    f"SELECT kind, value, profile_id, first_seen FROM {table_of(Identity).name}"
+    " WHERE profile_id {in}"
+)
+
+
 def _known_ids(conn: Connection, ids: list[str]) -> set[str]:
     """The ids among `ids` already stored as events or held open in the quarantine."""
-    known: set[str] = set()
-    for part in chunks(ids):
-        stored = select(_EV.message_id).where(_EV.message_id.in_(part))
-        held = select(_QM.message_id).where(_QM.message_id.in_(part), _QM.status == "open")
-        known.update(conn.execute(union_all(stored, held)).scalars())
+    known = {r[0] for r in fetch_in(conn, _SQL_STORED, ids)}
+    known.update(r[0] for r in fetch_in(conn, _SQL_HELD, ids, "open"))
     return known
 
 
@@ -213,14 +252,16 @@ def _triage(
         return True
 
     batch.quarantine.extend(r for r in bad_rows if fresh(r["message_id"]))
+    check, accepted = registry.check, batch.accepted
     for raw, msg in messages:
-        if not fresh(msg.message_id):
+        message_id = msg.message_id
+        if message_id in known or message_id in seen:
+            batch.duplicates += 1
             continue
-        violation: Violation | None = None
-        if isinstance(msg, Track):
-            violation = registry.check(msg.event, msg.properties)
+        seen.add(message_id)
+        violation = check(msg.event, msg.properties) if isinstance(msg, Track) else None
         if violation is None:
-            batch.accepted.append((raw, msg))
+            accepted.append(msg)
         else:
             batch.quarantine.append(
                 _quarantine_row(
@@ -241,9 +282,10 @@ def identifiers(msg: AnyMessage) -> list[Ident]:
         out.append(("user_id", msg.user_id))
     if msg.anonymous_id is not None:
         out.append(("anonymous_id", msg.anonymous_id))
-    device = msg.device_id()
-    if device:
-        out.append(("device_id", device))
+    if msg.context:
+        device = msg.device_id()
+        if device:
+            out.append(("device_id", device))
     if isinstance(msg, Identify):
         for kind in ("email", "phone"):
             value = msg.traits.get(kind)
@@ -257,80 +299,120 @@ def _write(conn: Connection, batch: _Batch, registry: ContractRegistry) -> int:
         bulk_write(
             conn, QuarantinedMessage, batch.quarantine, keys=["message_id"], on_conflict="ignore"
         )
-    if not batch.accepted:
+    msgs = batch.accepted
+    if not msgs:
         return 0
-    msgs = [m for _, m in batch.accepted]
-    profile_of, merges = resolve(conn, msgs, batch.now, registry)
-    rows = []
-    for msg in msgs:
+    pids, merges = resolve(conn, msgs, batch.now, registry)
+    now = batch.now
+    # One pass over the batch builds the event rows as columns (as the driver takes them) and
+    # sorts the messages out for traits, consent and features.
+    names: list[str] = []
+    times: list[datetime] = []
+    props: list[dict[str, Any]] = []
+    tracked: list[tuple[str, str, Any, datetime]] = []
+    identified: list[tuple[Identify, str]] = []
+    for msg, pid in zip(msgs, pids, strict=True):
+        at = msg.timestamp or now
+        times.append(at)
         if isinstance(msg, Track):
-            props: dict[str, Any] = msg.properties
-        elif isinstance(msg, Identify):
-            props = msg.traits
+            names.append(msg.event)
+            props.append(msg.properties)
+            tracked.append((pid, msg.event, msg.properties, at))
+            continue
+        names.append(event_name(msg))
+        if isinstance(msg, Identify):
+            props.append(msg.traits)
+            identified.append((msg, pid))
         elif isinstance(msg, Alias):
-            props = {"previousId": msg.previous_id}
+            props.append({"previousId": msg.previous_id})
         else:
-            props = {"consent": [s.model_dump(by_alias=True) for s in msg.consent]}
-        rows.append(
-            {
-                "message_id": msg.message_id,
-                "profile_id": profile_of[msg.message_id],
-                "name": event_name(msg),
-                "occurred_at": msg.timestamp or batch.now,
-                "properties": props,
-            }
-        )
-    bulk_write(conn, Event, rows, keys=["message_id"], on_conflict="ignore")
-    _apply_traits(
-        conn, [(m, profile_of[m.message_id]) for m in msgs if isinstance(m, Identify)], batch
-    )
-    _apply_consent(conn, msgs, profile_of, batch, registry)
-    tracked = [(m, profile_of[m.message_id]) for m in msgs if isinstance(m, Track)]
-    apply_events(
-        conn,
-        [(pid, m.event, m.properties, m.timestamp or batch.now) for m, pid in tracked],
-        registry,
-    )
+            props.append({"consent": [s.model_dump(by_alias=True) for s in msg.consent]})
+    events: dict[str, list[Any]] = {
+        "message_id": [m.message_id for m in msgs],
+        "profile_id": pids,
+        "name": names,
+        "occurred_at": times,
+        "properties": props,
+    }
+    bulk_write_columns(conn, Event, events, keys=["message_id"], on_conflict="ignore")
+    _apply_traits(conn, identified, batch)
+    _apply_consent(conn, msgs, pids, times, batch)
+    apply_events(conn, tracked, registry)
     return merges
+
+
+def _owners(
+    conn: Connection, ids_of: list[list[Ident]], msgs: Sequence[AnyMessage]
+) -> dict[Ident, str]:
+    """The profile that owns each identifier the messages name, where one does already."""
+    by_kind: dict[str, set[str]] = {}
+    for ids in ids_of:
+        for kind, value in ids:
+            by_kind.setdefault(kind, set()).add(value)
+    for msg in msgs:
+        # An alias's previous id may be a user id or an anonymous id: look up both.
+        if isinstance(msg, Alias):
+            for kind in ("user_id", "anonymous_id"):
+                by_kind.setdefault(kind, set()).add(msg.previous_id)
+    owner: dict[Ident, str] = {}
+    for kind, values in by_kind.items():
+        owner.update(
+            ((kind, r[0]), r[1]) for r in fetch_in(conn, _SQL_OWNERS, sorted(values), kind)
+        )
+    return owner
 
 
 def resolve(
     conn: Connection, msgs: Sequence[AnyMessage], now: datetime, registry: ContractRegistry
-) -> tuple[dict[str, str], int]:
+) -> tuple[list[str], int]:
     """Resolve every message to its person's canonical id, merging people the batch links.
 
-    Returns messageId → profile id and the number of merges."""
-    ids_of = {m.message_id: identifiers(m) for m in msgs}
-    idents = list(dict.fromkeys(i for ids in ids_of.values() for i in ids))
-    # An alias's previous id may be a user id or an anonymous id: look up both.
-    idents += [
-        (k, m.previous_id)
-        for m in msgs
-        if isinstance(m, Alias)
-        for k in ("user_id", "anonymous_id")
-    ]
-    by_kind: dict[str, list[str]] = {}
-    for kind, value in idents:
-        by_kind.setdefault(kind, []).append(value)
-    t = _ID
-    owner: dict[Ident, str] = {}
-    for kind, values in by_kind.items():
-        for part in chunks(list(dict.fromkeys(values))):
-            query = select(t.value, t.profile_id).where(t.kind == kind, t.value.in_(part))
-            owner.update(((kind, r[0]), r[1]) for r in conn.execute(query))
+    Returns the profile id of each message, in order, and the number of merges."""
+    ids_of = [identifiers(m) for m in msgs]
+    owner = _owners(conn, ids_of, msgs)
     # Messages whose ids all belong to one known person settle at once; only the rest (new
     # ids, links, aliases) go through the union-find.
-    settled: dict[str, str] = {}
-    pending: list[AnyMessage] = []
-    for msg in msgs:
-        owners = {owner.get(i) for i in ids_of[msg.message_id]}
-        if isinstance(msg, Alias) or len(owners) != 1 or None in owners:
-            pending.append(msg)
-        else:
-            settled[msg.message_id] = owners.pop()  # type: ignore[assignment]
+    out: list[str] = []
+    pending: list[int] = []
+    for n, (msg, ids) in enumerate(zip(msgs, ids_of, strict=True)):
+        pid = owner.get(ids[0])
+        if (
+            pid is None
+            or isinstance(msg, Alias)
+            or (len(ids) > 1 and any(owner.get(i) != pid for i in ids[1:]))
+        ):
+            pending.append(n)
+            pid = ""
+        out.append(pid)
     if not pending:
-        return settled, 0
-    named = {i for m in pending for i in ids_of[m.message_id]}
+        return out, 0
+    people = _link(conn, [msgs[n] for n in pending], [ids_of[n] for n in pending], owner, now)
+    renamed = {loser: winner for winner, loser, _ in people.merges}
+    out = [renamed.get(pid, pid) for pid in out]
+    for n, pid in zip(pending, people.profile_ids, strict=True):
+        out[n] = pid
+    if people.merges:
+        winners = sorted({w for w, _, _ in people.merges})
+        apply_events(conn, events_of(conn, winners), registry, rebuild=winners)
+    return out, len(people.merges)
+
+
+@dataclass
+class _People:
+    profile_ids: list[str]  # of each pending message, in order
+    merges: list[tuple[str, str, str]]  # winner, loser, via
+
+
+def _link(
+    conn: Connection,
+    pending: list[AnyMessage],
+    ids_of: list[list[Ident]],
+    owner: dict[Ident, str],
+    now: datetime,
+) -> _People:
+    """Union-find over the pending messages and everything known about the people they name;
+    writes the identities and new profiles and performs the merges."""
+    named = {i for ids in ids_of for i in ids}
     named |= {
         (k, m.previous_id)
         for m in pending
@@ -338,12 +420,10 @@ def resolve(
         for k in ("user_id", "anonymous_id")
     }
     # Everything known about the people the pending messages touch, to merge them correctly.
-    known: dict[Ident, tuple[str, datetime]] = {}
-    for part in chunks(sorted({owner[i] for i in named if i in owner})):
-        for r in conn.execute(
-            select(t.kind, t.value, t.profile_id, t.first_seen).where(t.profile_id.in_(part))
-        ):
-            known[(r[0], r[1])] = (r[2], r[3])
+    known: dict[Ident, tuple[str, datetime]] = {
+        (r[0], r[1]): (r[2], driver_time(r[3]))
+        for r in fetch_in(conn, _SQL_PEOPLE, sorted({owner[i] for i in named if i in owner}))
+    }
 
     uf = UnionFind()
     # Ids already known first, so the batch cannot split a person the database joined.
@@ -353,11 +433,12 @@ def resolve(
     for members in by_profile.values():
         for other in members[1:]:
             uf.union(members[0], other, force=True)
-    for msg in pending:
-        ids = ids_of[msg.message_id]
+    for msg, ids in zip(pending, ids_of, strict=True):
         if isinstance(msg, Alias):
+            # The previous id is a user id when one is known by then: stored, or named by an
+            # earlier message of this batch (as it would be had that come in its own batch).
             prev: Ident = ("user_id", msg.previous_id)
-            if prev not in known:
+            if prev not in known and prev not in uf.parent:
                 prev = ("anonymous_id", msg.previous_id)
             uf.union(ids[0], prev, force=True)
         for other in ids[1:]:
@@ -366,9 +447,9 @@ def resolve(
 
     # A new identifier was first seen at the earliest message naming it.
     first_seen = {i: v[1] for i, v in known.items()}
-    for msg in pending:
+    for msg, ids in zip(pending, ids_of, strict=True):
         at = msg.timestamp or now
-        for ident in ids_of[msg.message_id]:
+        for ident in ids:
             if ident not in known and (ident not in first_seen or at < first_seen[ident]):
                 first_seen[ident] = at
     for ident in uf.parent:
@@ -389,18 +470,19 @@ def resolve(
             for k, v in members
             if (k, v) not in known or known[(k, v)][0] != cid
         )
-    existing = {pid for pid, _ in known.values()}
-    _ensure_profiles(conn, sorted(set(canonical.values()) - existing), now)
+    # User ids and anonymous ids are different kinds that may hold the same text, so a profile
+    # id this batch merges away can be the canonical id of another person in it (visitor "a"
+    # becomes customer "c" while customer "a" shows up). Such a loser's rows are moved aside
+    # first, and its id is then free for the new person; merging in place would hand one
+    # person's rows to the other or leave rows naming the deleted profile.
+    taken = set(canonical.values())
+    aside = {loser: _move_aside(conn, loser) for _, loser, _ in merges if loser in taken}
+    existing = {pid for pid, _ in known.values()} - set(aside)
+    _ensure_profiles(conn, sorted(taken - existing), now)
     bulk_write(conn, Identity, identity_rows, keys=["kind", "value"], on_conflict="update")
     for winner, loser, via in merges:
-        _merge(conn, winner, loser, via, now)
-    if merges:
-        winners = sorted({w for w, _, _ in merges})
-        apply_events(conn, events_of(conn, winners), registry, rebuild=winners)
-    renamed = {loser: winner for winner, loser, _ in merges}
-    out = {mid: renamed.get(pid, pid) for mid, pid in settled.items()}
-    out.update((m.message_id, canonical[uf.find(ids_of[m.message_id][0])]) for m in pending)
-    return out, len(merges)
+        _merge(conn, winner, loser, via, now, held_as=aside.get(loser, loser))
+    return _People([canonical[uf.find(ids[0])] for ids in ids_of], merges)
 
 
 def _ensure_profiles(conn: Connection, pids: list[str], now: datetime) -> None:
@@ -411,14 +493,42 @@ def _ensure_profiles(conn: Connection, pids: list[str], now: datetime) -> None:
         bulk_write(conn, Profile, rows, keys=["id"], on_conflict="ignore")
 
 
-def _merge(conn: Connection, winner: str, loser: str, via: str, now: datetime) -> None:
-    """Move everything of `loser` onto `winner` and drop the loser's profile."""
+def _move_aside(conn: Connection, pid: str) -> str:
+    """Move a profile and its rows to a fresh id that only this transaction knows; the id
+    names nobody afterwards. Returns the new id."""
+    temp = f"merging-{uuid.uuid4().hex}"
+    p = table_of(Profile)
+    rest = [c for c in p.c if c.name != "id"]
+    # Copied, moved, then deleted: consents keep a profile to point to at every statement.
+    conn.execute(
+        p.insert().from_select(
+            ["id", *(c.name for c in rest)],
+            select(literal(temp, type_=p.c.id.type), *rest).where(p.c.id == pid),
+        )
+    )
+    for model in (Event, Consent, TraitHistory, TraitState):
+        table = table_of(model)
+        conn.execute(update(table).where(table.c.profile_id == pid).values(profile_id=temp))
+    # Derived rows: the merge drops the loser's and rebuilds the winner's.
+    for derived in (table_of(ProfileFeatures), table_of(EngagementCount), table_of(SegmentMember)):
+        conn.execute(delete(derived).where(derived.c.profile_id == pid))
+    conn.execute(delete(p).where(p.c.id == pid))
+    return temp
+
+
+def _merge(
+    conn: Connection, winner: str, loser: str, via: str, now: datetime, *, held_as: str
+) -> None:
+    """Move everything of `loser`, whose rows are held under `held_as` (its own id unless it
+    was moved aside), onto `winner` and drop the loser's profile."""
     p = _PR
     rows = {
         r["id"]: dict(r)
-        for r in conn.execute(select(table_of(Profile)).where(p.id.in_([winner, loser]))).mappings()
+        for r in conn.execute(
+            select(table_of(Profile)).where(p.id.in_([winner, held_as]))
+        ).mappings()
     }
-    old, new = rows.get(loser), rows.get(winner)
+    old, new = rows.get(held_as), rows.get(winner)
     if old is not None and new is not None:
         # A winner created by this batch takes the loser's columns; an older one keeps its own
         # and only fills gaps. Traits merge below by time.
@@ -432,10 +542,10 @@ def _merge(conn: Connection, winner: str, loser: str, via: str, now: datetime) -
         conn.execute(update(table_of(Profile)).where(p.id == winner).values(**fill))
     for model in (Event, Consent, TraitHistory):
         table = table_of(model)
-        conn.execute(update(table).where(table.c.profile_id == loser).values(profile_id=winner))
+        conn.execute(update(table).where(table.c.profile_id == held_as).values(profile_id=winner))
     ts = _TS
     states = (
-        conn.execute(select(table_of(TraitState)).where(ts.profile_id.in_([winner, loser])))
+        conn.execute(select(table_of(TraitState)).where(ts.profile_id.in_([winner, held_as])))
         .mappings()
         .all()
     )
@@ -447,17 +557,17 @@ def _merge(conn: Connection, winner: str, loser: str, via: str, now: datetime) -
             cur["profile_id"] == winner,
         ):
             latest[s["trait"]] = dict(s)
-    conn.execute(delete(table_of(TraitState)).where(ts.profile_id.in_([winner, loser])))
+    conn.execute(delete(table_of(TraitState)).where(ts.profile_id.in_([winner, held_as])))
     if latest:
         conn.execute(
             insert(conn, TraitState), [{**s, "profile_id": winner} for s in latest.values()]
         )
     _refresh_profiles(conn, [winner])
     for derived in (table_of(ProfileFeatures), table_of(EngagementCount)):
-        conn.execute(delete(derived).where(derived.c.profile_id == loser))
+        conn.execute(delete(derived).where(derived.c.profile_id == held_as))
     # The next snapshot re-admits the merged person under the winner's id.
-    conn.execute(delete(SegmentMember).where(_SM.profile_id == loser))
-    conn.execute(delete(Profile).where(_PR.id == loser))
+    conn.execute(delete(SegmentMember).where(_SM.profile_id == held_as))
+    conn.execute(delete(Profile).where(_PR.id == held_as))
     conn.execute(
         insert(conn, MergeRecord),
         [{"winner": winner, "loser": loser, "via": via, "message_id": None, "merged_at": now}],
@@ -536,13 +646,12 @@ def _refresh_profiles(conn: Connection, pids: list[str]) -> None:
 def _apply_consent(
     conn: Connection,
     msgs: Sequence[AnyMessage],
-    profile_of: dict[str, str],
+    pids: Sequence[str],
+    times: Sequence[datetime],
     batch: _Batch,
-    registry: ContractRegistry,
 ) -> None:
     rows: list[dict[str, Any]] = []
-    for msg in msgs:
-        pid, at = profile_of[msg.message_id], msg.timestamp or batch.now
+    for msg, pid, at in zip(msgs, pids, times, strict=True):
         if isinstance(msg, ConsentMessage):
             rows.extend(
                 {
@@ -556,7 +665,7 @@ def _apply_consent(
                 }
                 for s in msg.consent
             )
-        elif isinstance(msg, Track):
+        elif isinstance(msg, Track) and msg.event in WITHDRAWING_EVENTS:
             rows.extend(
                 {
                     "profile_id": pid,
@@ -570,7 +679,6 @@ def _apply_consent(
                 for channel, purpose in withdrawals(msg.event, msg.properties)
             )
     if rows:
-        # A withdrawal must never be lost, also for a person this batch only names in passing
-        # (e.g. an unsubscribe for an id whose profile a merge has just replaced).
-        _ensure_profiles(conn, sorted({r["profile_id"] for r in rows}), batch.now)
+        # Every profile id here has its profile row: resolve creates it before anything names
+        # it (tests/cdp/test_integrity.py checks this with foreign keys on).
         conn.execute(insert(conn, Consent), rows)

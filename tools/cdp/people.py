@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import trace
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from liftloop.tables import Profile
-from tools.cdp._sql import chunks, cols, insert, utcnow
+from tools.cdp._sql import as_utc, chunks, cols, insert, utcnow
 from tools.cdp.errors import CdpError, UnknownIdentityError
 from tools.cdp.identity import KINDS, normalise
 from tools.cdp.tables import BucketAssignment, Identity
@@ -58,57 +59,67 @@ def _hash_bucket(salt: str, pid: str) -> int:
 
 
 def buckets_for(engine: Engine, campaign_salt: str, ids: Sequence[str]) -> dict[str, int]:
-    """Bucket (0–9,999) per id; the first assignment is stored and kept across merges.
+    """Bucket (0–9,999) per id, any of a person's ids; see `profile_buckets`.
 
-    A person's bucket is the earliest assignment held by any of their user or anonymous ids,
-    so merging two people never moves the surviving one to another arm. Unknown ids are
-    bucketed by hash of themselves, and that assignment is stored too."""
+    Unknown ids are bucketed by hash of themselves, and that assignment is stored too."""
     if not campaign_salt:
         raise CdpError("campaign_salt", "must not be empty")
     with tracer.start_as_current_span("cdp.buckets_for") as span:
         span.set_attribute("cdp.ids", len(ids))
-        now = utcnow()
-        out: dict[str, int] = {}
-        b = _BA
         with engine.begin() as conn:
             owners = {i: profile_of(conn, i) or i for i in dict.fromkeys(ids)}
-            clusters = {i: _cluster(conn, owner) for i, owner in owners.items()}
-            members = sorted({m for c in clusters.values() for m in c})
-            stored: dict[str, tuple[object, int]] = {}
-            for part in chunks(members):
-                for r in conn.execute(
-                    select(b.assigned_id, b.assigned_at, b.bucket).where(
-                        b.salt == campaign_salt, b.assigned_id.in_(part)
-                    )
-                ):
-                    stored[r[0]] = (r[1], r[2])
-            new: list[dict[str, object]] = []
-            for any_id, cluster in clusters.items():
-                held = sorted((stored[m][0], m) for m in cluster if m in stored)
-                if held:
-                    out[any_id] = stored[held[0][1]][1]
-                    continue
-                owner = owners[any_id]
-                bucket = _hash_bucket(campaign_salt, owner)
-                stored[owner] = (now, bucket)
-                new.append(
-                    {
-                        "salt": campaign_salt,
-                        "assigned_id": owner,
-                        "bucket": bucket,
-                        "assigned_at": now,
-                    }
+            by_owner = profile_buckets(conn, campaign_salt, sorted(set(owners.values())))
+        return {i: by_owner[owner] for i, owner in owners.items()}
+
+
+def profile_buckets(
+    conn: Connection, campaign_salt: str, profile_ids: Sequence[str]
+) -> dict[str, int]:
+    """Bucket (0–9,999) per canonical profile id; the first assignment is stored and kept.
+
+    A person's bucket is the earliest assignment held by any of their user or anonymous ids,
+    so merging two people never moves the surviving one to another arm. Works in chunks with
+    three queries per chunk, so a whole audience shard is bucketed in one pass."""
+    if not campaign_salt:
+        raise CdpError("campaign_salt", "must not be empty")
+    t, b = _ID, _BA
+    now = utcnow()
+    out: dict[str, int] = {}
+    new: list[dict[str, object]] = []
+    for part in chunks(list(dict.fromkeys(profile_ids))):
+        clusters: dict[str, set[str]] = {pid: {pid} for pid in part}
+        for pid, value in conn.execute(
+            select(t.profile_id, t.value).where(
+                t.profile_id.in_(part), t.kind.in_(["user_id", "anonymous_id"])
+            )
+        ):
+            clusters[pid].add(value)
+        members = sorted({m for c in clusters.values() for m in c})
+        stored: dict[str, tuple[Any, int]] = {}
+        for sub in chunks(members):
+            for assigned_id, assigned_at, bucket in conn.execute(
+                select(b.assigned_id, b.assigned_at, b.bucket).where(
+                    b.salt == campaign_salt, b.assigned_id.in_(sub)
                 )
-                out[any_id] = bucket
-            if new:
-                conn.execute(
-                    insert(conn, BucketAssignment).on_conflict_do_nothing(
-                        index_elements=["salt", "assigned_id"]
-                    ),
-                    new,
-                )
-        span.set_attribute("cdp.new_assignments", len(new))
-        return out
+            ):
+                stored[assigned_id] = (as_utc(assigned_at), bucket)
+        for pid, cluster in clusters.items():
+            held = sorted((stored[m][0], m) for m in cluster if m in stored)
+            if held:
+                out[pid] = stored[held[0][1]][1]
+                continue
+            out[pid] = _hash_bucket(campaign_salt, pid)
+            new.append(
+                {"salt": campaign_salt, "assigned_id": pid, "bucket": out[pid], "assigned_at": now}
+            )
+    for rows in chunks(new):
+        conn.execute(
+            insert(conn, BucketAssignment).on_conflict_do_nothing(
+                index_elements=["salt", "assigned_id"]
+            ),
+            list(rows),
+        )
+    return out
 
 
 def bucket_for(engine: Engine, campaign_salt: str, any_id: str) -> int:

@@ -1,21 +1,24 @@
-"""A file-based model registry: versioned JSON artifacts with metadata (training window,
-metrics, features, sha256), promotion and rollback.
+"""A file-based model registry: versioned artifacts with metadata (training window, metrics,
+features, sha256), promotion and rollback.
 
-Layout under the root: `<name>/<version>/artifact.json`, `<name>/<version>/metadata.json` and
-`<name>/promotions.json` (the promotion history; its last entry is serving). A version whose
-artifact fails its checksum or its kind's schema is refused: it cannot be promoted, and if the
-serving one goes bad the latest earlier good promotion keeps serving.
+Layout under the root: `<name>/<version>/artifact.json` (kinds "clv" and "bandit") or
+`<name>/<version>/artifact.joblib` (kind "uplift": a pickled `UpliftModel`),
+`<name>/<version>/metadata.json` and `<name>/promotions.json` (the promotion history; its last
+entry is serving). A version whose artifact fails its checksum or its kind's checks is refused:
+it cannot be promoted, and if the serving one goes bad the latest earlier good promotion keeps
+serving. Pickled bytes are unpickled only after their checksum matched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tools.models.bandits import BanditState
 from tools.models.clv import BgNbdParams, GammaGammaParams
 from tools.models.errors import ModelInputError
+
+if TYPE_CHECKING:
+    from tools.models.uplift import UpliftModel
 
 tracer = trace.get_tracer("liftloop.models")
 
@@ -38,6 +44,14 @@ class ClvArtifact(BaseModel):
 
 
 ARTIFACT_SCHEMAS: dict[str, type[BaseModel]] = {"clv": ClvArtifact, "bandit": BanditState}
+# Kinds stored with joblib rather than as JSON. Their modules (scikit-learn, joblib) load only
+# when such a version is registered or read: importing scikit-learn takes seconds.
+PICKLED_KINDS = frozenset({"uplift"})
+KINDS = frozenset(ARTIFACT_SCHEMAS) | PICKLED_KINDS
+
+
+def _artifact_file(kind: str) -> str:
+    return "artifact.joblib" if kind in PICKLED_KINDS else "artifact.json"
 
 
 class ModelMetadata(BaseModel):
@@ -69,9 +83,65 @@ class ModelRefused(ModelInputError):
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    _write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _uplift_type() -> type[UpliftModel]:
+    from tools.models.uplift import UpliftModel
+
+    return UpliftModel
+
+
+def _serialise(kind: str, artifact: BaseModel) -> bytes:
+    """The artifact's bytes as stored; refuses an artifact of the wrong type for its kind."""
+    if kind not in KINDS:
+        raise ModelInputError("kind", f"unknown artifact kind {kind!r}")
+    if kind == "uplift":
+        uplift_model = _uplift_type()
+        if not isinstance(artifact, uplift_model):
+            raise ModelInputError("artifact", "an uplift artifact must be an UpliftModel")
+        problem = artifact.problem()
+        if problem is not None:
+            raise ModelInputError("artifact", problem)
+        import joblib
+
+        buffer = io.BytesIO()
+        joblib.dump(artifact, buffer)
+        return buffer.getvalue()
+    schema = ARTIFACT_SCHEMAS[kind]
+    if not isinstance(artifact, schema):
+        raise ModelInputError("artifact", f"a {kind} artifact must be a {schema.__name__}")
+    return artifact.model_dump_json().encode("utf-8")
+
+
+def _deserialise(kind: str, raw: bytes, where: str) -> BaseModel:
+    """The artifact from bytes whose checksum has already been verified."""
+    if kind == "uplift":
+        import joblib
+
+        try:
+            loaded = joblib.load(io.BytesIO(raw))
+        except Exception as exc:  # an unpickling failure can raise almost anything
+            raise ModelRefused("artifact", f"{where}: cannot be unpickled") from exc
+        uplift_model = _uplift_type()
+        if not isinstance(loaded, uplift_model):
+            raise ModelRefused(
+                "artifact", f"{where}: is a {type(loaded).__name__}, not an UpliftModel"
+            )
+        problem = loaded.problem()
+        if problem is not None:
+            raise ModelRefused("artifact", f"{where}: {problem}")
+        return loaded
+    try:
+        return ARTIFACT_SCHEMAS[kind].model_validate_json(raw)
+    except ValidationError as exc:
+        raise ModelRefused("artifact", f"{where}: schema check failed") from exc
 
 
 class ModelRegistry:
@@ -106,20 +176,21 @@ class ModelRegistry:
         metrics: dict[str, float] | None = None,
         features: list[str] | None = None,
     ) -> ModelMetadata:
-        """Store a new version (not yet serving)."""
-        schema = ARTIFACT_SCHEMAS.get(kind)
-        if schema is None:
-            raise ModelInputError("kind", f"unknown artifact kind {kind!r}")
-        if not isinstance(artifact, schema):
-            raise ModelInputError("artifact", f"a {kind} artifact must be a {schema.__name__}")
+        """Store a new version (not yet serving). An "uplift" artifact is an UpliftModel; its
+        metadata features default to the model's and must equal them if given."""
+        payload = _serialise(kind, artifact)
+        if kind == "uplift":
+            model_features = list(getattr(artifact, "features", []))
+            if features is not None and list(features) != model_features:
+                raise ModelInputError("features", "must equal the uplift model's features")
+            features = model_features
         with tracer.start_as_current_span("models.registry.register") as span:
             base = self._dir(name)
             existing = self.versions(name)
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
             folder = base / version
             folder.mkdir(parents=True, exist_ok=False)
-            payload = artifact.model_dump_json()
-            _write_atomic(folder / "artifact.json", payload)
+            _write_bytes_atomic(folder / _artifact_file(kind), payload)
             meta = ModelMetadata(
                 name=name,
                 version=version,
@@ -129,11 +200,12 @@ class ModelRegistry:
                 training_end=training_end,
                 metrics=metrics or {},
                 features=features or [],
-                sha256=hashlib.sha256(payload.encode("utf-8")).hexdigest(),
+                sha256=hashlib.sha256(payload).hexdigest(),
             )
             _write_atomic(folder / "metadata.json", meta.model_dump_json(indent=2))
             span.set_attribute("models.name", name)
             span.set_attribute("models.version", version)
+            span.set_attribute("models.kind", kind)
             return meta
 
     def metadata(self, name: str, version: str) -> ModelMetadata:
@@ -146,20 +218,23 @@ class ModelRegistry:
             raise ModelRefused("metadata", f"{name} {version}: schema check failed") from exc
 
     def load(self, name: str, version: str) -> BaseModel:
-        """The artifact of one version, verified against its checksum and schema."""
+        """The artifact of one version, verified against its checksum, then its kind's schema
+        (JSON) or type and arm count (uplift). Pickled bytes are unpickled only once verified."""
         meta = self.metadata(name, version)
+        where = f"{name} {version}"
         if meta.schema_version != SCHEMA_VERSION:
-            raise ModelRefused("metadata", f"{name} {version}: unsupported schema version")
-        raw = (self._dir(name) / version / "artifact.json").read_bytes()
-        if hashlib.sha256(raw).hexdigest() != meta.sha256:
-            raise ModelRefused("artifact", f"{name} {version}: checksum mismatch")
-        schema = ARTIFACT_SCHEMAS.get(meta.kind)
-        if schema is None:
-            raise ModelRefused("artifact", f"{name} {version}: unknown kind {meta.kind!r}")
+            raise ModelRefused("metadata", f"{where}: unsupported schema version")
+        if meta.kind not in KINDS:
+            raise ModelRefused("artifact", f"{where}: unknown kind {meta.kind!r}")
+        path = self._dir(name) / version / _artifact_file(meta.kind)
         try:
-            return schema.model_validate_json(raw)
-        except ValidationError as exc:
-            raise ModelRefused("artifact", f"{name} {version}: schema check failed") from exc
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ModelRefused("artifact", f"{where}: {path.name} is missing") from exc
+        if hashlib.sha256(raw).hexdigest() != meta.sha256:
+            raise ModelRefused("artifact", f"{where}: checksum mismatch")
+        # Deserialise the bytes that were hashed, not a second read of the file.
+        return _deserialise(meta.kind, raw, where)
 
     def _history(self, name: str) -> list[str]:
         path = self._dir(name) / "promotions.json"

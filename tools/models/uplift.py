@@ -1,12 +1,13 @@
-"""Uplift per offer from randomised history: a T-learner (one outcome model per arm) and the
-checks that keep it honest (difference in means with its interval, Qini curve)."""
+"""Uplift per offer from randomised history: a T-learner (one outcome model per arm), the
+container the model registry stores it in (`UpliftModel`, kind "uplift"), and the checks that
+keep it honest (difference in means with its interval, Qini curve)."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from tools.models.errors import ModelInputError
@@ -43,10 +44,24 @@ def difference_in_means(y: npt.ArrayLike, treated: npt.ArrayLike) -> EffectEstim
 class TLearner:
     """One gradient-boosted outcome model per arm; arm 0 is the control."""
 
-    def __init__(self, n_arms: int, *, seed: int = 0, max_iter: int = 100) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        *,
+        seed: int = 0,
+        max_iter: int = 100,
+        min_events_per_leaf: float | None = None,
+    ) -> None:
+        """min_events_per_leaf: size each arm's leaves so that a leaf expects at least this
+        many positive outcomes (rows ≥ events / the arm's rate). Rare outcomes such as a 1 %
+        conversion then fit rates from enough events instead of from noise; None keeps leaves
+        of 100 rows."""
         if n_arms < 2:
             raise ModelInputError("n_arms", "needs a control and at least one treatment")
+        if min_events_per_leaf is not None and min_events_per_leaf <= 0:
+            raise ModelInputError("min_events_per_leaf", "must be positive")
         self.n_arms = n_arms
+        self.min_events_per_leaf = min_events_per_leaf
         self.models = [
             HistGradientBoostingRegressor(
                 max_iter=max_iter, learning_rate=0.05, min_samples_leaf=100, random_state=seed
@@ -67,6 +82,11 @@ class TLearner:
                 mask = arms == k
                 if mask.sum() < 50:
                     raise ModelInputError("arm", f"arm {k} has fewer than 50 rows")
+                if self.min_events_per_leaf is not None:
+                    rate = max(float(np.abs(out[mask]).mean()), 1e-6)
+                    leaf = int(np.ceil(self.min_events_per_leaf / rate))
+                    # At most half the arm per leaf, so a leaf can still split once.
+                    model.set_params(min_samples_leaf=max(100, min(leaf, int(mask.sum()) // 2)))
                 model.fit(rows[mask], out[mask])
             span.set_attribute("models.rows", int(arms.size))
             span.set_attribute("models.arms", self.n_arms)
@@ -81,6 +101,56 @@ class TLearner:
         mu = self.predict_outcomes(X)
         out: FloatArray = mu[:, 1:] - mu[:, :1]
         return out
+
+
+class UpliftModel(BaseModel):
+    """A fitted T-learner with the names of its arms (arm 0 is the control) and of its input
+    columns, as the registry stores it (kind "uplift", pickled)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    arms: list[str] = Field(min_length=2)
+    features: list[str] = Field(min_length=1)
+    learner: TLearner
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UpliftModel:
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError("arms: names must be unique")
+        if self.learner.n_arms != len(self.arms):
+            raise ValueError(
+                f"learner: has {self.learner.n_arms} arms but {len(self.arms)} arm names"
+            )
+        return self
+
+    def problem(self) -> str | None:
+        """Why this model cannot serve, or None. Unpickling skips the validators, so the
+        registry asks again after loading."""
+        if not isinstance(self.learner, TLearner):
+            return f"learner is a {type(self.learner).__name__}, not a TLearner"
+        if self.learner.n_arms != len(self.arms) or len(self.learner.models) != len(self.arms):
+            return f"learner has {self.learner.n_arms} arms but {len(self.arms)} arm names"
+        for k, model in enumerate(self.learner.models):
+            fitted = getattr(model, "n_features_in_", None)
+            if fitted is None:
+                return f"the outcome model of arm {k} is not fitted"
+            if fitted != len(self.features):
+                return f"arm {k} was fitted on {fitted} features, not {len(self.features)}"
+        return None
+
+    def predict_outcomes(self, X: npt.ArrayLike) -> FloatArray:
+        """(n, arms): predicted outcome under each arm, control first."""
+        return self.learner.predict_outcomes(self._rows(X))
+
+    def predict_uplift(self, X: npt.ArrayLike) -> FloatArray:
+        """(n, arms - 1): each treatment arm's predicted effect over the control."""
+        return self.learner.predict_uplift(self._rows(X))
+
+    def _rows(self, X: npt.ArrayLike) -> FloatArray:
+        rows = np.asarray(X, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != len(self.features):
+            raise ModelInputError("X", f"expected (n, {len(self.features)}) feature rows")
+        return rows
 
 
 def qini_curve(
