@@ -18,6 +18,7 @@ from temporalio import activity
 
 from connectors.ports import MessageSender, OutboundMessage
 from liftloop.activities import next_best_action
+from liftloop.activities.contact_history import recent_sends
 from liftloop.builtin_templates import fill_slots, slot_names
 from liftloop.copy_sources import CopySource, builtin_copy
 from liftloop.hashing import message_id, shard_of, unit_hash
@@ -266,7 +267,12 @@ class CampaignActivities:
         decision = nba.decide(
             next_best_action.action_space(spec),
             next_best_action.inputs(
-                spec, x, np.array([p[2] for p in people], dtype=np.int64), model, order_value
+                spec,
+                x,
+                np.array([p[2] for p in people], dtype=np.int64),
+                model,
+                order_value,
+                next_best_action.capped(conn, ref, shard, pids, datetime.now(UTC)),
             ),
             np.array([SEGMENTS.index(p[1]) for p in people], dtype=np.int64),
             bandit,
@@ -590,7 +596,7 @@ class CampaignActivities:
                     )
                 ).all()
             }
-            prior = self._prior_sends(conn, inp, now)
+            prior = recent_sends(conn, inp.ref, inp.shard, now - timedelta(days=8))
             # Consent, caps and quiet hours are judged again per message at send time.
             proposals, messages = [], []
             for r in pending:
@@ -647,33 +653,6 @@ class CampaignActivities:
             if verdict.decision == "allow":
                 by_channel.setdefault(m.channel, []).append(m)
         return self._send_batches(by_channel)
-
-    def _prior_sends(
-        self, conn: Any, inp: SendInput, now: datetime
-    ) -> dict[str, dict[str, tuple[datetime, ...]]]:
-        """Each shard member's sends of the last eight days, across all campaigns."""
-        ref = inp.ref
-        rows = conn.execute(
-            select(OutboxMessage.profile_id, OutboxMessage.channel, OutboxMessage.sent_at)
-            .join(
-                AudienceMember,
-                and_(
-                    col(AudienceMember.profile_id) == OutboxMessage.profile_id,
-                    col(AudienceMember.campaign_id) == ref.campaign_id,
-                    col(AudienceMember.cycle) == ref.cycle,
-                    col(AudienceMember.shard) == inp.shard,
-                ),
-            )
-            .where(
-                OutboxMessage.status == "sent",
-                col(OutboxMessage.sent_at) >= now - timedelta(days=8),
-            )
-        ).all()
-        prior: dict[str, dict[str, list[datetime]]] = {}
-        for pid, channel, sent_at in rows:
-            at = sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)
-            prior.setdefault(pid, {}).setdefault(channel, []).append(at)
-        return {pid: {ch: tuple(ts) for ch, ts in chans.items()} for pid, chans in prior.items()}
 
     def _send_batches(self, by_channel: dict[str, list[OutboundMessage]]) -> int:
         mark = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlmodel import col, select
 
+from liftloop.activities.contact_history import recent_sends
 from liftloop.domain import CampaignSpec
 from liftloop.stages import CycleRef
 from liftloop.tables import BanditState, Decision, Profile
@@ -86,6 +88,27 @@ def features(conn: Connection, profile_ids: Sequence[str]) -> npt.NDArray[np.flo
     return out
 
 
+def capped(
+    conn: Connection, ref: CycleRef, shard: int, profile_ids: Sequence[str], now: datetime
+) -> npt.NDArray[np.bool_]:
+    """Who reached the campaign's frequency cap (sends of any campaign in the last 24 hours or
+    7 days): for them only doing nothing is eligible. The send stage checks the brand policy's
+    caps again per message, in the person's time zone."""
+    cap = ref.spec.limits.frequency_cap
+    out = np.zeros(len(profile_ids), dtype=bool)
+    if cap.per_day is None and cap.per_week is None:
+        return out
+    sends = recent_sends(conn, ref, shard, now - timedelta(days=7))
+    times = [[t for ts in sends.get(pid, {}).values() for t in ts] for pid in profile_ids]
+    week = np.array([len(ts) for ts in times])
+    day = np.array([sum(t >= now - timedelta(days=1) for t in ts) for ts in times])
+    if cap.per_week is not None:
+        out |= week >= cap.per_week
+    if cap.per_day is not None:
+        out |= day >= cap.per_day
+    return out
+
+
 def residual_bandit(conn: Connection, ref: CycleRef) -> tuple[ThompsonBandit, str]:
     """The residual posterior after the last measured cycle, or its prior; with its label."""
     stored = conn.execute(
@@ -122,9 +145,10 @@ def inputs(
     channel_masks: npt.NDArray[np.int64],
     model: UpliftModel | None,
     order_value: float,
+    capped: npt.NDArray[np.bool_] | None = None,
 ) -> nba.NbaInputs:
     """The NBA's per-person inputs: P(convert) without a message and per arm from the model,
-    consent per channel from the audience's channel bitmask."""
+    consent per channel from the audience's channel bitmask, who is over the frequency cap."""
     n, n_off, n_ch = x.shape[0], len(spec.offers), len(spec.channels)
     base = np.zeros(n)
     action_uplift = np.zeros((n, n_off, n_ch))
@@ -144,7 +168,7 @@ def inputs(
         action_uplift=action_uplift,
         order_value=np.full(n, order_value),
         consent=(channel_masks[:, None] & bits[None, :]) > 0,
-        capped=np.zeros(n, dtype=bool),
+        capped=capped if capped is not None else np.zeros(n, dtype=bool),
         in_stock=np.ones(n_off, dtype=bool),
     )
 

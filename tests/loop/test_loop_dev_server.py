@@ -370,3 +370,42 @@ async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore
     ipw = evaluate_policy(log, always_hold, reward_table(log))["ipw"].value
     holdout_mean = float(np.mean([r.reward for r in export.rounds if r.arm == "holdout"]))
     assert abs(ipw - holdout_mean) < 0.2 * max(abs(holdout_mean), 0.05)
+
+
+async def test_nba_leaves_people_over_the_frequency_cap_alone(  # type: ignore[no-untyped-def]
+    dev_env, settings, engine, smtp, task_queue
+):
+    s, _, out = await _run(
+        dev_env,
+        settings,
+        engine,
+        task_queue,
+        800,
+        experiment={"policy": "nba", "holdout_pct": 10},
+        limits={"max_discount_pct": 15, "frequency_cap": {"per_week": 1}},
+        cadence={"every": "0s", "max_cycles": 2},
+        stop={"ship_when": "never", "min_cycles": 2},
+    )
+    assert out.cycles == 2
+    with engine.connect() as conn:
+        sent_first = set(
+            conn.execute(
+                select(OutboxMessage.profile_id).where(
+                    OutboxMessage.campaign_id == s.id,
+                    OutboxMessage.cycle == 1,
+                    OutboxMessage.status == "sent",
+                )
+            ).scalars()
+        )
+        second = dict(
+            conn.execute(
+                select(Decision.profile_id, Decision.arm).where(
+                    Decision.campaign_id == s.id, Decision.cycle == 2, Decision.holdout.is_(False)
+                )
+            ).all()
+        )
+    assert sent_first
+    # One message a week: whoever got one in cycle 1 can only be left alone in cycle 2 ...
+    assert {second[p] for p in sent_first if p in second} == {"none"}
+    # ... while the others still get sends.
+    assert any(arm != "none" for p, arm in second.items() if p not in sent_first)

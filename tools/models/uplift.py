@@ -8,7 +8,6 @@ import numpy as np
 import numpy.typing as npt
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.ensemble import HistGradientBoostingRegressor
 
 from tools.models.errors import ModelInputError
 
@@ -60,6 +59,10 @@ class TLearner:
             raise ModelInputError("n_arms", "needs a control and at least one treatment")
         if min_events_per_leaf is not None and min_events_per_leaf <= 0:
             raise ModelInputError("min_events_per_leaf", "must be positive")
+        # Imported here: scikit-learn costs a worker over 100 MiB, and only campaigns with the
+        # nba policy fit uplift models.
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         self.n_arms = n_arms
         self.min_events_per_leaf = min_events_per_leaf
         self.models = [
