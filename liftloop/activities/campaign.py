@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from temporalio import activity
 
 from connectors.ports import MessageSender, OutboundMessage
-from liftloop.activities import next_best_action
+from liftloop.activities import bandit_store, next_best_action
 from liftloop.activities.contact_history import recent_sends
 from liftloop.builtin_templates import fill_slots, slot_names
 from liftloop.copy_sources import CopySource, builtin_copy
@@ -44,7 +44,6 @@ from liftloop.stages import (
 from liftloop.tables import (
     ApprovalRequest,
     AudienceMember,
-    BanditState,
     CycleResult,
     Decision,
     Event,
@@ -301,16 +300,9 @@ class CampaignActivities:
 
     def _bandit(self, conn: Any, ref: CycleRef) -> ThompsonBandit:
         """The posteriors after the last measured cycle, or the prior."""
-        state = conn.execute(
-            select(BanditState.state)
-            .where(
-                col(BanditState.campaign_id) == ref.campaign_id, col(BanditState.cycle) < ref.cycle
-            )
-            .order_by(col(BanditState.cycle).desc())
-            .limit(1)
-        ).scalar()
-        if state:
-            return ThompsonBandit.from_json(state)
+        stored = bandit_store.latest(conn, ref)
+        if stored:
+            return stored[0]
         return ThompsonBandit.create(
             [a for a, _, _ in ref.spec.arms],
             segments=len(SEGMENTS),
@@ -805,7 +797,6 @@ class CampaignActivities:
                     func.coalesce(orders.c.margin, 0.0),
                     col(Decision.segment),
                     col(Decision.profile_id),
-                    col(Decision.expected_margin),
                 )
                 .outerjoin(OutboxMessage, _OUTBOX_OF_DECISION)
                 .outerjoin(orders, orders.c.profile_id == Decision.profile_id)
@@ -899,28 +890,26 @@ class CampaignActivities:
             [arm_index[rows[i][1]] for i in idx],
             converted[idx],
         )
-        _store_bandit(conn, ref, bandit)
+        bandit_store.store(conn, ref, bandit)
 
     def _learn_nba(self, conn: Any, ref: CycleRef, span: Any) -> None:
         """After each window the uplift model is refit on all measured cycles (served from the
         next one) and the residual posterior that drives exploration is rebuilt against it."""
-        version, model, metrics = (
-            next_best_action.train_uplift(conn, ref, self.models)
-            if self.models is not None
-            else (None, None, {"rows": 0.0})
-        )
-        if model is None and self.models is not None:
-            # Not enough new data for a model this cycle: keep judging by the serving one.
-            version, model, order_value = next_best_action.serving_model(
-                self.models, ref.campaign_id
-            )
-            metrics["order_value"] = order_value
+        history = next_best_action.History.load(conn, ref)
+        version, model, metrics = None, None, {"rows": 0.0}
+        if self.models is not None:
+            version, model, metrics = next_best_action.train_uplift(history, ref, self.models)
+            if model is None:
+                # Not enough new data for a model this cycle: keep judging by the serving one.
+                version, model, metrics["order_value"] = next_best_action.serving_model(
+                    self.models, ref.campaign_id
+                )
         span.set_attribute("liftloop.model.uplift", version or "none")
         span.set_attribute("liftloop.model.training_rows", int(metrics["rows"]))
         bandit = next_best_action.residual_posterior(
-            conn, ref, model, metrics.get("order_value", 0.0)
+            history, ref.spec, model, metrics.get("order_value", 0.0)
         )
-        _store_bandit(conn, ref, bandit)
+        bandit_store.store(conn, ref, bandit)
 
     def _apply_stop_rule(
         self, conn: Any, ref: CycleRef, stats: dict[str, tuple[GroupStats, GroupStats]]
@@ -978,19 +967,6 @@ _OUTBOX_OF_DECISION = and_(
     col(OutboxMessage.cycle) == Decision.cycle,
     col(OutboxMessage.profile_id) == Decision.profile_id,
 )
-
-
-def _store_bandit(conn: Any, ref: CycleRef, bandit: ThompsonBandit) -> None:
-    conn.execute(
-        delete(BanditState).where(
-            col(BanditState.campaign_id) == ref.campaign_id, col(BanditState.cycle) == ref.cycle
-        )
-    )
-    conn.execute(
-        insert(BanditState).values(
-            campaign_id=ref.campaign_id, cycle=ref.cycle, state=bandit.to_json()
-        )
-    )
 
 
 def _record_outcomes(conn: Any, ref: CycleRef, rows: Sequence[Any]) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -23,10 +25,11 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlmodel import col, select
 
+from liftloop.activities import bandit_store
 from liftloop.activities.contact_history import recent_sends
 from liftloop.domain import CampaignSpec
 from liftloop.stages import CycleRef
-from liftloop.tables import BanditState, Decision, Profile
+from liftloop.tables import Decision, Profile
 from tools.models import nba
 from tools.models.bandits import ThompsonBandit
 from tools.models.errors import ModelInputError
@@ -111,17 +114,14 @@ def capped(
 
 def residual_bandit(conn: Connection, ref: CycleRef) -> tuple[ThompsonBandit, str]:
     """The residual posterior after the last measured cycle, or its prior; with its label."""
-    stored = conn.execute(
-        select(BanditState.cycle, BanditState.state)
-        .where(col(BanditState.campaign_id) == ref.campaign_id, col(BanditState.cycle) < ref.cycle)
-        .order_by(col(BanditState.cycle).desc())
-        .limit(1)
-    ).first()
+    stored = bandit_store.latest(conn, ref)
     if stored:
-        return ThompsonBandit.from_json(stored[1]), f"after cycle {stored[0]}"
-    space = action_space(ref.spec)
-    prior = nba.exploration_bandit(space, len(SEGMENTS), ref.spec.experiment.exploration_sd)
-    return prior, "prior"
+        return stored[0], f"after cycle {stored[1]}"
+    return _prior(ref.spec), "prior"
+
+
+def _prior(spec: CampaignSpec) -> ThompsonBandit:
+    return nba.exploration_bandit(action_space(spec), len(SEGMENTS), spec.experiment.exploration_sd)
 
 
 def serving_model(
@@ -164,7 +164,6 @@ def inputs(
     bits = 1 << np.arange(n_ch)
     return nba.NbaInputs(
         base_conversion=base,
-        uplift=np.zeros((n, n_off)),
         action_uplift=action_uplift,
         order_value=np.full(n, order_value),
         consent=(channel_masks[:, None] & bits[None, :]) > 0,
@@ -173,8 +172,41 @@ def inputs(
     )
 
 
+@dataclass
+class History:
+    """Every measured decision of a campaign, read once per measure stage for both the uplift
+    model and the residual posterior."""
+
+    conn: Connection
+    rows: list[Any]  # (cycle, profile_id, segment, arm, holdout, offer_id, orders, margin)
+
+    @classmethod
+    def load(cls, conn: Connection, ref: CycleRef) -> History:
+        rows = conn.execute(
+            sa_select(
+                col(Decision.cycle),
+                col(Decision.profile_id),
+                col(Decision.segment),
+                col(Decision.arm),
+                col(Decision.holdout),
+                col(Decision.offer_id),
+                col(Decision.outcome_orders),
+                col(Decision.outcome_margin),
+            ).where(
+                col(Decision.campaign_id) == ref.campaign_id,
+                col(Decision.outcome_orders).is_not(None),
+            )
+        ).all()
+        return cls(conn, list(rows))
+
+    @cached_property
+    def x(self) -> npt.NDArray[np.float64]:
+        """FEATURES of every row, looked up once whoever asks first."""
+        return features(self.conn, [r[1] for r in self.rows])
+
+
 def residual_posterior(
-    conn: Connection, ref: CycleRef, model: UpliftModel | None, order_value: float
+    history: History, spec: CampaignSpec, model: UpliftModel | None, order_value: float
 ) -> ThompsonBandit:
     """The residual posterior of the serving model (None: no model yet, every action expects
     minus its cost), from every measured decision so far.
@@ -183,58 +215,42 @@ def residual_posterior(
     earlier model would be counted twice once a new model has learnt the same outcomes. Each
     past decision contributes its realised incremental margin (its margin less its segment's
     holdout mean in that cycle, less the send cost) minus what the model expects of it."""
-    spec = ref.spec
-    data = conn.execute(
-        sa_select(
-            col(Decision.cycle),
-            col(Decision.profile_id),
-            col(Decision.segment),
-            col(Decision.arm),
-            col(Decision.holdout),
-            col(Decision.outcome_margin),
-        ).where(
-            col(Decision.campaign_id) == ref.campaign_id,
-            col(Decision.outcome_margin).is_not(None),
-        )
-    ).all()
-    bandit = nba.exploration_bandit(
-        action_space(spec), len(SEGMENTS), spec.experiment.exploration_sd
-    )
-    arm_index = {arm: i for i, (arm, _, _) in enumerate(action_arms(spec))}
-    policy = [r for r in data if not r[4] and r[3] in arm_index and r[2] in SEGMENTS]
-    if not policy:
+    bandit = _prior(spec)
+    arms = action_arms(spec)
+    arm_index = {arm: i for i, (arm, _, _) in enumerate(arms)}
+    rows = history.rows
+    keep = [i for i, r in enumerate(rows) if not r[4] and r[3] in arm_index and r[2] in SEGMENTS]
+    if not keep:
         return bandit
-    control = _holdout_means(data)
-    x = (
-        features(conn, [r[1] for r in policy])
-        if model is not None
-        else np.zeros((len(policy), len(FEATURES)))
-    )
-    everyone = np.full(len(policy), (1 << len(spec.channels)) - 1, dtype=np.int64)
+    control = _holdout_means(rows)
+    x = history.x[keep] if model is not None else np.zeros((len(keep), len(FEATURES)))
+    everyone = np.full(len(keep), (1 << len(spec.channels)) - 1, dtype=np.int64)
     scores, _ = nba.score_actions(action_space(spec), inputs(spec, x, everyone, model, order_value))
-    actions = np.array([arm_index[r[3]] for r in policy])
-    cost = np.array([spec.cost_of(action_arms(spec)[a][2]) if a else 0.0 for a in actions])
-    realised = np.array([float(r[5] or 0.0) - control[(r[0], r[2])] for r in policy]) - cost
+    actions = np.array([arm_index[rows[i][3]] for i in keep])
+    cost = np.array([spec.cost_of(arms[a][2]) if a else 0.0 for a in actions])
+    realised = np.array(
+        [float(rows[i][7] or 0.0) - control[(rows[i][0], rows[i][2])] for i in keep]
+    )
     nba.learn_from_outcomes(
         bandit,
-        [SEGMENTS.index(r[2]) for r in policy],
+        [SEGMENTS.index(rows[i][2]) for i in keep],
         actions,
-        realised,
-        scores[np.arange(len(policy)), actions],
+        realised - cost,
+        scores[np.arange(len(keep)), actions],
     )
     return bandit
 
 
-def _holdout_means(data: Sequence[Any]) -> dict[tuple[int, str], float]:
+def _holdout_means(rows: Sequence[Any]) -> dict[tuple[int, str], float]:
     """Mean margin of the holdout per (cycle, segment); a segment with fewer than 30 held-out
     people in a cycle takes that cycle's overall holdout mean."""
     sums: dict[tuple[int, str], list[float]] = {}
-    for cycle, _, segment, _, holdout, margin in data:
+    for cycle, _, segment, _, holdout, _, _, margin in rows:
         if holdout:
             sums.setdefault((cycle, segment), []).append(float(margin or 0.0))
             sums.setdefault((cycle, ""), []).append(float(margin or 0.0))
     out: dict[tuple[int, str], float] = {}
-    for cycle in {r[0] for r in data}:
+    for cycle in {r[0] for r in rows}:
         overall = float(np.mean(sums.get((cycle, ""), [0.0])))
         for segment in SEGMENTS:
             values = sums.get((cycle, segment), [])
@@ -243,7 +259,7 @@ def _holdout_means(data: Sequence[Any]) -> dict[tuple[int, str], float]:
 
 
 def train_uplift(
-    conn: Connection, ref: CycleRef, registry: ModelRegistry
+    history: History, ref: CycleRef, registry: ModelRegistry
 ) -> tuple[str | None, UpliftModel | None, dict[str, float]]:
     """Fit the T-learner on every measured decision of the campaign so far (holdout = control,
     each arm its own outcome model) and serve it. Returns (version label, model, metrics); no
@@ -253,42 +269,29 @@ def train_uplift(
         "models.uplift.train_from_loop",
         attributes={"liftloop.campaign_id": ref.campaign_id, "liftloop.cycle": ref.cycle},
     ) as span:
-        data = conn.execute(
-            sa_select(
-                col(Decision.profile_id),
-                col(Decision.arm),
-                col(Decision.holdout),
-                col(Decision.offer_id),
-                col(Decision.outcome_orders),
-                col(Decision.outcome_margin),
-            ).where(
-                col(Decision.campaign_id) == ref.campaign_id,
-                col(Decision.outcome_orders).is_not(None),
-                col(Decision.arm) != DO_NOTHING,
-            )
-        ).all()
+        rows = [r for r in history.rows if r[3] != DO_NOTHING]
         arm_names = [arm for arm, _, _ in spec.arms]
-        counts = {a: 0 for a in ["holdout", *arm_names]}
-        for r in data:
-            if r[1] in counts:
-                counts[r[1]] += 1
+        counts = dict.fromkeys(["holdout", *arm_names], 0)
+        for r in rows:
+            if r[3] in counts:
+                counts[r[3]] += 1
         ready = [a for a in arm_names if counts[a] >= MIN_ARM_ROWS]
-        converted = np.array([(r[4] or 0) > 0 for r in data])
-        metrics = {"rows": float(len(data)), "conversions": float(converted.sum())}
-        span.set_attribute("models.rows", len(data))
-        if counts["holdout"] < MIN_ARM_ROWS or not ready or converted.sum() < MIN_CONVERSIONS:
+        conversions = sum((r[6] or 0) > 0 for r in rows)
+        metrics = {"rows": float(len(rows)), "conversions": float(conversions)}
+        span.set_attribute("models.rows", len(rows))
+        if counts["holdout"] < MIN_ARM_ROWS or not ready or conversions < MIN_CONVERSIONS:
             span.set_attribute("models.trained", False)
             return None, None, metrics
         arms = ["holdout", *ready]
         column = {a: k for k, a in enumerate(arms)}
-        keep = [i for i, r in enumerate(data) if r[1] in column]
-        x = features(conn, [data[i][0] for i in keep])
-        arm = np.array([column[data[i][1]] for i in keep])
-        y = converted[keep].astype(float)
+        keep = [i for i, r in enumerate(history.rows) if r[3] in column]
+        arm = np.array([column[history.rows[i][3]] for i in keep])
+        y = np.array([float((history.rows[i][6] or 0) > 0) for i in keep])
         # Conversions are rare (about 1 %): leaves sized for 20 expected conversions each keep
         # the per-person uplift from fitting noise in the traits.
-        learner = TLearner(len(arms), seed=int(ref.cycle), min_events_per_leaf=20).fit(x, arm, y)
-        metrics["order_value"] = _order_value(spec, data)
+        learner = TLearner(len(arms), seed=int(ref.cycle), min_events_per_leaf=20)
+        learner.fit(history.x[keep], arm, y)
+        metrics["order_value"] = _order_value(spec, rows)
         metrics["arms"] = float(len(ready))
         registry_name = model_name(ref.campaign_id)
         model = UpliftModel(arms=arms, features=list(FEATURES), learner=learner)
@@ -308,15 +311,15 @@ def train_uplift(
         return f"{meta.name}:{meta.version}", model, metrics
 
 
-def _order_value(spec: CampaignSpec, data: Sequence[Any]) -> float:
+def _order_value(spec: CampaignSpec, rows: Sequence[Any]) -> float:
     """Mean gross basket of treated converters: margin / (margin % − discount %)."""
     offers = {o.id: o for o in spec.offers}
     values = [
-        float(r[5]) / ((offers[r[3]].margin_pct - offers[r[3]].discount_pct) / 100.0)
-        for r in data
-        if not r[2]
-        and (r[4] or 0) > 0
-        and r[3] in offers
-        and offers[r[3]].margin_pct > offers[r[3]].discount_pct
+        float(r[7]) / ((offers[r[5]].margin_pct - offers[r[5]].discount_pct) / 100.0)
+        for r in rows
+        if not r[4]
+        and (r[6] or 0) > 0
+        and r[5] in offers
+        and offers[r[5]].margin_pct > offers[r[5]].discount_pct
     ]
     return float(np.mean(values)) if values else 0.0

@@ -165,46 +165,43 @@ def _order(mid: str, aid: str) -> dict[str, Any]:
     }
 
 
-def test_two_people_swapping_ids_in_one_batch(
-    strict: Engine, registry: ContractRegistry, m: Any
+@pytest.mark.parametrize(
+    ("ids", "owners", "orders"),
+    [
+        # Each profile id is merged away by one person and taken by the other, so no order of
+        # merging in place is right: neither may end up with the other's rows.
+        (("x", "y", "y", "x", "x", "y"), {"m1": "y", "m3": "y", "m2": "x", "m4": "x"}, {"x": 1}),
+        # Visitor "p" merges into "q" while user "p" absorbs visitor "w": the rows of "w" end
+        # up on the new "p", never on "q".
+        (("p", "w", "q", "p", "p", "w"), {"m1": "q", "m3": "q", "m2": "p", "m4": "p"}, {"p": 1}),
+    ],
+    ids=["two people swap ids", "a chain of merges through a reused id"],
+)
+def test_merges_that_reuse_a_merged_away_id_in_one_batch(
+    strict: Engine,
+    registry: ContractRegistry,
+    m: Any,
+    ids: tuple[str, ...],
+    owners: dict[str, str],
+    orders: dict[str, int],
 ) -> None:
-    """Each profile id is merged away by one person and taken by the other, so no order of
-    merging in place is right: neither may end up with the other's rows."""
-    first = [m.msg("track", "s1", aid="x", event="email_opened", properties={}), _order("s2", "y")]
-    swap = [
-        m.msg("identify", "s3", uid="y", aid="x", traits={}),
-        m.msg("identify", "s4", uid="x", aid="y", traits={}),
+    anon1, anon2, user3, anon3, user4, anon4 = ids
+    first = [
+        m.msg("track", "m1", aid=anon1, event="email_opened", properties={}),
+        _order("m2", anon2),
+    ]
+    second = [
+        m.msg("identify", "m3", uid=user3, aid=anon3, traits={}),
+        m.msg("identify", "m4", uid=user4, aid=anon4, traits={}),
     ]
     ingest(strict, first, source="web", registry=registry)
-    assert ingest(strict, swap, source="web", registry=registry).merges == 2
+    assert ingest(strict, second, source="web", registry=registry).merges == 2
     assert dangling(strict) == {}
-    owners_follow_identities(strict, first + swap)
+    owners_follow_identities(strict, first + second)
     ev = cols(Event)
     with strict.connect() as conn:
-        owners = dict(conn.execute(select(ev.message_id, ev.profile_id)).all())
-    assert owners == {"s1": "y", "s3": "y", "s2": "x", "s4": "x"}
-    assert _orders(strict) == {"x": 1}
-
-
-def test_a_chain_of_merges_through_a_reused_id(
-    strict: Engine, registry: ContractRegistry, m: Any
-) -> None:
-    """Visitor "p" merges into "q" while user "p" absorbs visitor "w": the rows of "w" end up
-    on the new "p", never on "q"."""
-    first = [m.msg("track", "c1", aid="p", event="email_opened", properties={}), _order("c2", "w")]
-    chain = [
-        m.msg("identify", "c3", uid="q", aid="p", traits={}),
-        m.msg("identify", "c4", uid="p", aid="w", traits={}),
-    ]
-    ingest(strict, first, source="web", registry=registry)
-    assert ingest(strict, chain, source="web", registry=registry).merges == 2
-    assert dangling(strict) == {}
-    owners_follow_identities(strict, first + chain)
-    ev = cols(Event)
-    with strict.connect() as conn:
-        owners = dict(conn.execute(select(ev.message_id, ev.profile_id)).all())
-    assert owners == {"c1": "q", "c3": "q", "c2": "p", "c4": "p"}
-    assert _orders(strict) == {"p": 1}
+        assert dict(conn.execute(select(ev.message_id, ev.profile_id)).all()) == owners
+    assert _orders(strict) == orders
 
 
 def _random_message(rng: random.Random, n: int, prefix: str) -> dict[str, Any]:
