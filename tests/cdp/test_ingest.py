@@ -118,3 +118,13 @@ def test_contract_registry_picks_highest_version(tmp_path: Path):
     )
     v = reg.check("order_completed", {"order_id": "o", "revenue": -1, "currency": "EUR"})
     assert v is not None and v.reason == "must be at least 0.0"
+
+
+def test_integers_beyond_64_bits_are_kept(engine: Engine, registry: ContractRegistry, m: Any):
+    huge = 2**70
+    msg = m.msg("identify", "big1", uid="u9", traits={"loyalty_points": huge, "nested": [huge]})
+    assert ingest(engine, [msg], source="test", registry=registry).accepted == 1
+    ev = cols(Event)
+    with engine.connect() as conn:
+        stored = conn.execute(select(ev.properties).where(ev.message_id == "big1")).scalar_one()
+    assert stored["loyalty_points"] == huge and stored["nested"] == [huge]

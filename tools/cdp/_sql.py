@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -64,7 +65,11 @@ def fetch_in(
 def dumps(value: Any) -> str:
     """JSON text for a JSON column. orjson writes the small dict of an event several times
     faster than json.dumps, which builds a new encoder per call."""
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which JSON (and a client) may send.
+        return json.dumps(value)
 
 
 def insert(conn: Connection, table: Any) -> Any:
