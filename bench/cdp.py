@@ -2,7 +2,7 @@
 over large synthetic data on SQLite and PostgreSQL.
 
     .venv/bin/python bench/cdp.py [--quick] [--profiles N] [--events N] [--ingest N]
-                                  [--pg-url URL | --no-pg]
+                                  [--rounds N] [--sustained N] [--pg-url URL | --no-pg]
 
 Without --pg-url a throwaway PostgreSQL server is started from the local binaries (as the
 `postgres` user when run as root). The reference for ingestion is a raw sqlite3 executemany of
@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy.engine import Engine
 
+from liftloop.cli_cdp import FILE_BATCH, ingest_file
 from liftloop.db import make_engine
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import ingest
@@ -91,6 +92,34 @@ def bench_direct(engine: Engine, msgs: list[dict[str, Any]], registry: ContractR
     for i in range(0, len(msgs), 1000):
         ingest(engine, msgs[i : i + 1000], source="bench", registry=registry)
     return len(msgs) / (time.perf_counter() - start)
+
+
+def bench_file(engine: Engine, path: Path, n: int, registry: ContractRegistry) -> float:
+    """`liftloop events ingest FILE.jsonl`: reading, JSON and transactions of FILE_BATCH."""
+    start = time.perf_counter()
+    result = ingest_file(engine, path, source="bench", registry=registry)
+    assert result.accepted == n, result
+    return n / (time.perf_counter() - start)
+
+
+def bench_sustained(work: Path, total: int, registry: ContractRegistry) -> None:
+    """Ingest `total` messages over 10,000 people into one database, in transactions of 1,000
+    and of FILE_BATCH, and print the rate of every 100,000: how ingestion holds up as the
+    per-profile indexes outgrow what one transaction touches."""
+    chunk = 100_000
+    for size in (1000, FILE_BATCH):
+        engine = make_engine(f"sqlite:///{work / f'sustained-{size}.sqlite'}")
+        ensure_cdp_tables(engine)
+        figures = []
+        for n in range(0, total, chunk):
+            msgs = messages(min(chunk, total - n), 10_000, seed=100 + n)
+            start = time.perf_counter()
+            for i in range(0, len(msgs), size):
+                ingest(engine, msgs[i : i + size], source="bench", registry=registry)
+            figures.append(f"{len(msgs) / (time.perf_counter() - start):,.0f}")
+        engine.dispose()
+        rates = " ".join(figures)
+        print(f"sustained sqlite, transactions of {size:>6,}: {rates} events/s per 100k")
 
 
 def bench_api(engine: Engine, msgs: list[dict[str, Any]]) -> float:
@@ -385,7 +414,11 @@ def main() -> None:
     ap.add_argument("--ingest", type=int, default=None, help="messages for the ingest figures")
     ap.add_argument("--pg-url", default=None, help="use this PostgreSQL server instead")
     ap.add_argument("--no-pg", action="store_true", help="SQLite only")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each segment count")
+    ap.add_argument("--rounds", type=int, default=3, help="ingest runs, each on fresh files")
+    ap.add_argument(
+        "--sustained", type=int, default=0, help="also ingest this many into one growing database"
+    )
     args = ap.parse_args()
     profiles = args.profiles or (100_000 if args.quick else 1_000_000)
     events = args.events or (1_000_000 if args.quick else 10_000_000)
@@ -398,25 +431,57 @@ def main() -> None:
     )
     try:
         msgs = messages(n_ingest, max(n_ingest // 10, 1), seed=1)
-        raw_rate = bench_raw_sqlite(work / "raw.sqlite", msgs)
-        # SQLite's default checkpoint interval, then LIFTLOOP_SQLITE_WAL_AUTOCHECKPOINT=10000.
-        for pages in (1000, 10_000):
+        jsonl = work / "events.jsonl"
+        jsonl.write_text("".join(json.dumps(m) + "\n" for m in msgs))
+        # liftloop's default (a thread checkpoints after every commit), then SQLite's own: the
+        # writer checkpoints inside its commit every 1,000 pages. Every figure starts from an
+        # empty database with the same messages; modes alternate within each round so that a
+        # slow spell of the machine does not favour one of them.
+        modes = {"background checkpoint": True, "writer checkpoints": False}
+        rates: dict[str, list[float]] = {}
+
+        def fresh(name: str, background: bool) -> Engine:
             engine = make_engine(
-                f"sqlite:///{work / f'ingest-{pages}.sqlite'}", wal_autocheckpoint=pages
+                f"sqlite:///{work / f'{name}.sqlite'}",
+                background_checkpoint=background,
+                wal_autocheckpoint=None if background else 1000,
             )
             ensure_cdp_tables(engine)
-            direct = bench_direct(engine, msgs, registry)
-            api = bench_api(engine, messages(n_ingest, max(n_ingest // 10, 1), seed=2))
-            engine.dispose()
-            print(
-                f"ingest sqlite direct   {direct:10,.0f} events/s  (batches of 1,000; contracts, "
-                f"identity, traits, consent, features; WAL checkpoint every {pages:,} pages)"
-            )
-            print(
-                f"ingest sqlite batch API{api:10,.0f} events/s  (FastAPI TestClient, in process; "
-                f"checkpoint every {pages:,} pages)"
-            )
-        print(f"raw sqlite3 reference  {raw_rate:10,.0f} events/s  (executemany, no validation)")
+            return engine
+
+        runs: dict[str, Callable[[Engine], float]] = {
+            "direct": lambda e: bench_direct(e, msgs, registry),
+            "api": lambda e: bench_api(e, msgs),
+            "file": lambda e: bench_file(e, jsonl, len(msgs), registry),
+        }
+        for n in range(args.rounds):
+            rates.setdefault("raw", []).append(bench_raw_sqlite(work / f"raw-{n}.sqlite", msgs))
+            for label, background in modes.items():
+                for kind, run in runs.items():
+                    engine = fresh(f"{kind}-{n}-{background}", background)
+                    rates.setdefault(f"{kind} {label}", []).append(run(engine))
+                    engine.dispose()
+        med = {key: statistics.median(values) for key, values in rates.items()}
+        spread = {key: f"{min(v):,.0f}–{max(v):,.0f}" for key, v in rates.items()}
+        print(f"ingest: median of {args.rounds} rounds (range in brackets)")
+        for label in modes:
+            for kind, what in (
+                ("direct", "ingest() in transactions of 1,000"),
+                ("api", "POST /v1/batch of 1,000, FastAPI TestClient in process"),
+                ("file", f"liftloop events ingest FILE.jsonl, transactions of {FILE_BATCH:,}"),
+            ):
+                key = f"{kind} {label}"
+                print(
+                    f"ingest sqlite {kind:7s}{med[key]:10,.0f} events/s  [{spread[key]}]  "
+                    f"({what}; {label})"
+                )
+        print(
+            f"raw sqlite3 reference  {med['raw']:10,.0f} events/s  [{spread['raw']}] "
+            "(executemany, no validation)"
+        )
+
+        if args.sustained:
+            bench_sustained(work, args.sustained, registry)
 
         engine = make_engine(f"sqlite:///{work / 'segments.sqlite'}")
         ensure_cdp_tables(engine)

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel, create_engine
 
 import tools.cdp.tables  # noqa: F401  (registers the CDP's own tables)
 from liftloop import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from liftloop.settings import get_settings
+from liftloop.wal_checkpoint import attach as attach_checkpointer
 
 
 def _sqlite_pragmas(wal_autocheckpoint: int, dbapi_conn: Any, _record: Any) -> None:
@@ -28,15 +29,22 @@ def _sqlite_pragmas(wal_autocheckpoint: int, dbapi_conn: Any, _record: Any) -> N
     cur.close()
 
 
-def make_engine(url: str, *, wal_autocheckpoint: int | None = None) -> Engine:
-    """wal_autocheckpoint (SQLite only): pages between checkpoints; None takes the setting."""
+def make_engine(
+    url: str, *, background_checkpoint: bool = True, wal_autocheckpoint: int | None = None
+) -> Engine:
+    """SQLite only: a file database's log is checkpointed by a thread of its own
+    (`liftloop.wal_checkpoint`) unless `background_checkpoint` is off; `wal_autocheckpoint` is
+    the number of pages at which a writer checkpoints itself (None takes the setting)."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = make_url(url).database or ""
+        on_disk = path not in ("", ":memory:")
+        if on_disk:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
         pages = wal_autocheckpoint or get_settings().sqlite_wal_autocheckpoint
         event.listen(engine, "connect", partial(_sqlite_pragmas, pages))
+        if on_disk and background_checkpoint:
+            attach_checkpointer(engine, path)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=8)
     SQLModel.metadata.create_all(engine)

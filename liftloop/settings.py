@@ -39,11 +39,11 @@ class Settings(BaseSettings):
     sender_address: str = "liftloop demo shop, 1 Example Street, Springfield, IL 62701"
     imprint: str = "liftloop Demo GmbH, Beispielstr. 1, 10115 Berlin, HRB 000000"
 
-    # SQLite checkpoints its write-ahead log into the database after this many pages (SQLite's
-    # default 1000 ≈ 4 MiB). With synchronous=NORMAL the log is synced at each checkpoint, so a
-    # larger value makes ingestion faster (fewer syncs) and widens what a power cut — not a
-    # crash of liftloop — could take back: the commits since the last checkpoint.
-    sqlite_wal_autocheckpoint: int = Field(default=1000, ge=100)
+    # A thread checkpoints SQLite's write-ahead log after every commit (liftloop/wal_checkpoint.py);
+    # a writer checkpoints itself only when the log reaches this many pages (≈ 40 MiB), which
+    # happens when that thread falls behind. With synchronous=NORMAL the log is synced at each
+    # checkpoint: what a power cut (not a crash) could take back is the commits since the last.
+    sqlite_wal_autocheckpoint: int = Field(default=10_000, ge=100)
 
     # Telemetry: OTLP/HTTP when an endpoint is set, else a JSONL span file in the data directory.
     otlp_endpoint: str = ""

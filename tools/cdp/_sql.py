@@ -62,6 +62,22 @@ def fetch_in(
     return rows
 
 
+def one_writer_at_a_time(conn: Connection, name: str) -> None:
+    """Hold the transaction of `conn` until its end as the only one past this point for `name`.
+
+    For read-then-write work that must see every commit before it, such as deduplicating a batch
+    and then adding it to running totals. On SQLite the transaction starts with the database's
+    write lock (BEGIN IMMEDIATE) unless a statement already took it, since the driver only
+    begins a transaction at the first write and reads before it would see no one's lock. On
+    PostgreSQL it takes a transaction-scoped advisory lock named by `name`."""
+    if conn.dialect.name == "sqlite":
+        driver: Any = conn.connection.driver_connection
+        if not driver.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+
+
 def dumps(value: Any) -> str:
     """JSON text for a JSON column. orjson writes the small dict of an event several times
     faster than json.dumps, which builds a new encoder per call."""
@@ -115,14 +131,19 @@ def _sqlite_times(values: list[Any]) -> list[Any]:
             if v is None:
                 text = None
             else:
-                # Positional arguments: keywords cost a third more. The "+00:00" is cut off.
-                text = (v if v.tzinfo is UTC else as_utc(v)).isoformat(" ", "microseconds")[:26]
+                # Positional arguments: keywords cost a third more. A UTC time ends in "+00:00"
+                # (cut off), a naive one is UTC already; only other offsets are converted.
+                text = v.isoformat(" ", "microseconds")
+                if len(text) > 26 and not text.endswith("+00:00"):
+                    text = as_utc(v).isoformat(" ", "microseconds")
+                text = text[:26]
         out.append(text)
     return out
 
 
 def _postgres_times(values: list[Any]) -> list[Any]:
-    return [v if v is None or v.tzinfo is UTC else as_utc(v) for v in values]
+    # psycopg sends an aware time with its offset; only a naive one needs its UTC attached.
+    return [v if v is None or v.tzinfo is not None else as_utc(v) for v in values]
 
 
 def _is_datetime(kind: Any) -> bool:

@@ -31,6 +31,7 @@ from tools.cdp._sql import (
     driver_time,
     fetch_in,
     insert,
+    one_writer_at_a_time,
     table_of,
     upsert,
     utcnow,
@@ -196,6 +197,9 @@ def ingest_on(
     unreadable: Sequence[tuple[Any, MessageError]] = (),
 ) -> IngestResult:
     """The ingestion itself, inside the caller's transaction."""
+    # Concurrent batches (API workers, parallel senders) may carry the same messageId: without
+    # this, each would find it new and add it to the features (tests/cdp/test_concurrent_ingest).
+    one_writer_at_a_time(conn, "liftloop.cdp.ingest")
     batch = _Batch(source=source, now=now or utcnow())
     _triage(conn, batch, messages, unreadable, registry)
     merges = _write(conn, batch, registry)
