@@ -97,3 +97,32 @@ def test_batch_of_thousand(client: tuple[TestClient, str], engine: Engine, m: An
     assert r.json() == {"accepted": 1000, "duplicates": 0, "quarantined": 0, "merges": 0}
     with engine.connect() as conn:
         assert len(conn.execute(select(cols(Event).id)).all()) == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("nul\u0000here", "batch.1.properties.product_id"),
+        ("\ud800", "batch.1.properties.product_id"),
+        ("caf\u00e9", None),  # an escape that hides nothing: stored
+    ],
+)
+def test_unstorable_text_in_a_batch_is_named(
+    client: tuple[TestClient, str], engine: Engine, m: Any, text: str, path: str | None
+):
+    c, key = client
+    ok = m.msg("track", "s0", uid="u1", event="product_viewed", properties={"product_id": "p1"})
+    odd = m.msg("track", "s1", uid="u1", event="product_viewed", properties={"product_id": text})
+    r = _post(c, "/v1/batch", {"batch": [ok, odd]}, key)  # json.dumps writes \u escapes
+    if path is None:
+        assert r.status_code == 200 and r.json()["accepted"] == 2
+        with engine.connect() as conn:
+            stored = conn.execute(
+                select(cols(Event).properties).where(cols(Event).message_id == "s1")
+            ).scalar_one()
+        assert stored == {"product_id": text}
+    else:
+        assert r.status_code == 400
+        assert r.json()["errors"] == [
+            {"field": path, "reason": "contains a NUL character or invalid unicode"}
+        ]

@@ -212,7 +212,8 @@ def parse_message(
 ) -> Track | Identify | Alias | ConsentMessage:
     """One raw JSON object → a typed message, or MessageError naming the field and the reason.
 
-    `strings_checked` skips the storable-text check when the caller ran it on a whole batch."""
+    `strings_checked` skips the storable-text check when the caller knows every string is
+    storable (it ran the check on a whole batch, or the JSON text had no escape to hide one)."""
     _precheck(raw, path, strings_checked)
     try:
         return _ONE.validate_python(raw)
@@ -222,8 +223,11 @@ def parse_message(
         raise MessageError(_loc(loc, path), err["msg"]) from None
 
 
-def parse_batch(raw: Any) -> list[Track | Identify | Alias | ConsentMessage]:
-    """A `/v1/batch` body: `{"batch": [...]}` with 1 to 1,000 messages."""
+def parse_batch(
+    raw: Any, *, strings_checked: bool = False
+) -> list[Track | Identify | Alias | ConsentMessage]:
+    """A `/v1/batch` body: `{"batch": [...]}` with 1 to 1,000 messages. `strings_checked` as in
+    `parse_message`."""
     if not isinstance(raw, dict):
         raise MessageError("body", "must be a JSON object with a 'batch' list")
     items = raw.get("batch")
@@ -233,7 +237,7 @@ def parse_batch(raw: Any) -> list[Track | Identify | Alias | ConsentMessage]:
         raise MessageError("batch", "must hold at least one message")
     if len(items) > MAX_BATCH:
         raise MessageError("batch", f"holds {len(items)} messages; at most {MAX_BATCH} are allowed")
-    checked = _clean_strings(items, "") is None
+    checked = strings_checked or _clean_strings(items, "") is None
     valid = _validate_all(items, checked)
     if valid is not None:
         return valid
