@@ -67,7 +67,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 # Messages per transaction of a file import. Each event rewrites about one page of the
 # per-profile event index and one of the engagement counts, wherever its person's rows are; in a
 # larger transaction people recur, so a page is written once for several events
-# (`bench/cdp.py --sustained`: 24,000 against 17,000 events/s once 500,000 are stored).
+# (`bench/cdp.py --sustained`: about 24,000 against 13,000–16,000 events/s once 500,000 are
+# stored).
 FILE_BATCH = 10_000
 
 
