@@ -62,6 +62,9 @@ from tools.cdp.tables import (
 )
 
 tracer = trace.get_tracer("liftloop.cdp")
+# The lock taken by work that reads people's rows and then writes from what it read: ingestion
+# and erasure (see `one_writer_at_a_time`).
+PEOPLE_WRITER = "liftloop.cdp.people"
 _PR = cols(Profile)
 _SM = cols(SegmentMember)
 _TS = cols(TraitState)
@@ -199,7 +202,7 @@ def ingest_on(
     """The ingestion itself, inside the caller's transaction."""
     # Concurrent batches (API workers, parallel senders) may carry the same messageId: without
     # this, each would find it new and add it to the features (tests/cdp/test_concurrent_ingest).
-    one_writer_at_a_time(conn, "liftloop.cdp.ingest")
+    one_writer_at_a_time(conn, PEOPLE_WRITER)
     batch = _Batch(source=source, now=now or utcnow())
     _triage(conn, batch, messages, unreadable, registry)
     merges = _write(conn, batch, registry)

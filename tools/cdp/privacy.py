@@ -18,9 +18,10 @@ from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from liftloop.tables import AudienceMember, Consent, Decision, Event, OutboxMessage, Profile
-from tools.cdp._sql import cols, insert, table_of, utcnow
+from tools.cdp._sql import cols, insert, one_writer_at_a_time, table_of, utcnow
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import UnknownIdentityError
+from tools.cdp.ingest import PEOPLE_WRITER
 from tools.cdp.people import profile_of
 from tools.cdp.tables import (
     AuditEntry,
@@ -75,6 +76,9 @@ def erase_person(
         pseudonym = f"erased-{uuid.uuid4().hex}"
         rows: dict[str, int] = {}
         with engine.begin() as conn:
+            # An ingest committing between the reads below and the writes would leave the
+            # person's new events (and identities) behind: erasure runs alone with ingestion.
+            one_writer_at_a_time(conn, PEOPLE_WRITER)
             pid, ids = _person(conn, any_id)
             ev = cols(Event)
             events = conn.execute(
