@@ -30,6 +30,7 @@ from liftloop.activities.contact_history import recent_sends
 from liftloop.domain import CampaignSpec
 from liftloop.stages import CycleRef
 from liftloop.tables import Decision, Profile
+from tools.cdp._sql import chunks
 from tools.models import nba
 from tools.models.bandits import ThompsonBandit
 from tools.models.errors import ModelInputError
@@ -78,8 +79,7 @@ def features(conn: Connection, profile_ids: Sequence[str]) -> npt.NDArray[np.flo
     """FEATURES per person, from the profile's segment and traits (missing traits are 0)."""
     index = {pid: i for i, pid in enumerate(profile_ids)}
     out = np.zeros((len(profile_ids), len(FEATURES)))
-    for start in range(0, len(profile_ids), 900):
-        part = list(profile_ids[start : start + 900])
+    for part in chunks(profile_ids):
         for pid, segment, traits in conn.execute(
             select(Profile.id, Profile.segment, Profile.traits).where(col(Profile.id).in_(part))
         ):

@@ -259,16 +259,12 @@ def _triage(
         return True
 
     batch.quarantine.extend(r for r in bad_rows if fresh(r["message_id"]))
-    check, accepted = registry.check, batch.accepted
     for raw, msg in messages:
-        message_id = msg.message_id
-        if message_id in known or message_id in seen:
-            batch.duplicates += 1
+        if not fresh(msg.message_id):
             continue
-        seen.add(message_id)
-        violation = check(msg.event, msg.properties) if isinstance(msg, Track) else None
+        violation = registry.check(msg.event, msg.properties) if isinstance(msg, Track) else None
         if violation is None:
-            accepted.append(msg)
+            batch.accepted.append(msg)
         else:
             batch.quarantine.append(
                 _quarantine_row(

@@ -43,16 +43,6 @@ def resolve_profile(engine: Engine, any_id: str) -> str:
     return pid
 
 
-def _cluster(conn: Connection, pid: str) -> list[str]:
-    t = _ID
-    ids = set(
-        conn.execute(
-            select(t.value).where(t.profile_id == pid, t.kind.in_(["user_id", "anonymous_id"]))
-        ).scalars()
-    )
-    return sorted(ids | {pid})
-
-
 def _hash_bucket(salt: str, pid: str) -> int:
     digest = hashlib.sha256(f"{salt}\x1f{pid}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
