@@ -23,7 +23,7 @@ from langgraph.types import Command, interrupt
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
-from liftloop.domain import SpecError, parse_spec
+from liftloop.loop.spec import SpecError, parse_spec
 
 tracer = trace.get_tracer("liftloop.agents")
 

@@ -3,15 +3,18 @@ that waits for it (a Temporal update, so the caller learns at once whether it wa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from pydantic import BaseModel
+from sqlalchemy import and_, or_, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from liftloop.stages import ApprovalDecision, ApprovalOutcome
-from liftloop.tables import ApprovalRequest
+from liftloop.loop.payloads import ApprovalDecision, ApprovalOutcome
+from liftloop.loop.tables import ApprovalRequest
 from workflows.campaign_loop import CampaignLoopWorkflow
 
 
@@ -57,33 +60,124 @@ def list_approvals(
 
 
 class ApprovalNotFound(LookupError):
-    pass
+    """No approval request with this id."""
+
+    field = "request_id"
+
+    def __init__(self, request_id: str) -> None:
+        self.reason = f"no approval request {request_id}"
+        super().__init__(f"{self.field}: {self.reason}")
+
+
+class ApprovalConflict(RuntimeError):
+    """The request is not (or no longer) waiting for a decision: decided already, being decided
+    by a concurrent call, or no longer pending in its campaign."""
+
+    field = "request_id"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{self.field}: {reason}")
+
+
+# A claim older than this is taken to be left by a caller that died between claiming and
+# answering (every update call is bounded by _UPDATE_TIMEOUT, far below it).
+CLAIM_TTL = timedelta(minutes=2)
+_UPDATE_TIMEOUT = timedelta(seconds=30)
+_REQ = ApprovalRequest
+
+
+def _claim(engine: Engine, request_id: str, approver: str) -> datetime:
+    """Mark the request `deciding` if it is pending: one conditional UPDATE, so of concurrent
+    callers exactly one wins. Returns the claim's time; ApprovalConflict for the others."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        claimed = conn.execute(
+            update(_REQ)
+            .where(col(_REQ.id) == request_id)
+            .where(
+                or_(
+                    col(_REQ.status) == "pending",
+                    and_(col(_REQ.status) == "deciding", col(_REQ.decided_at) < now - CLAIM_TTL),
+                )
+            )
+            .values(status="deciding", decided_by=approver, decided_at=now)
+        ).rowcount
+        if claimed == 1:
+            return now
+        row = conn.execute(
+            sa_select(col(_REQ.status), col(_REQ.decided_by)).where(col(_REQ.id) == request_id)
+        ).first()
+    if row is None:
+        raise ApprovalNotFound(request_id)
+    if row[0] == "deciding":
+        raise ApprovalConflict(f"{request_id} is being decided by another call")
+    raise ApprovalConflict(f"{request_id} is already {row[0]}")
+
+
+def _release(engine: Engine, request_id: str, claimed_at: datetime) -> None:
+    """Undo our claim (the workflow refused the decision, or could not be asked): the request
+    is pending again unless the loop has written its own outcome meanwhile."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(_REQ)
+            .where(col(_REQ.id) == request_id)
+            .where(col(_REQ.status) == "deciding")
+            .where(col(_REQ.decided_at) == claimed_at)
+            .values(status="pending", decided_by=None, decided_at=None)
+        )
+
+
+def approval_workflow(engine: Engine, request_id: str) -> str:
+    """The id of the workflow that waits for the request; ApprovalNotFound if there is none."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(ApprovalRequest.workflow_id).where(col(ApprovalRequest.id) == request_id)
+        ).first()
+    if row is None:
+        raise ApprovalNotFound(request_id)
+    return str(row[0])
 
 
 async def decide_approval(
     client: Client, engine: Engine, request_id: str, approved: bool, approver: str, note: str = ""
 ) -> ApprovalOutcome:
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(ApprovalRequest.workflow_id, ApprovalRequest.status).where(
-                col(ApprovalRequest.id) == request_id
-            )
-        ).first()
-    if row is None:
-        raise ApprovalNotFound(f"request_id: no approval request {request_id}")
-    if row[1] != "pending":
-        raise ApprovalNotFound(f"request_id: {request_id} is already {row[1]}")
-    handle = client.get_workflow_handle(row[0])
-    outcome: ApprovalOutcome = await handle.execute_update(
-        CampaignLoopWorkflow.decide_approval,
-        ApprovalDecision(request_id=request_id, approved=approved, approver=approver, note=note),
+    """Deliver a human's decision to the waiting workflow (a Temporal update).
+
+    The request is claimed in the database first, so concurrent decisions on one request cannot
+    both reach the workflow: one wins, the others get ApprovalConflict. A decision the workflow
+    refuses (the request timed out, the campaign stopped or ended) is ApprovalConflict too, and
+    the claim is released."""
+    workflow_id = approval_workflow(engine, request_id)
+    claimed_at = _claim(engine, request_id, approver)
+    handle = client.get_workflow_handle(workflow_id)
+    decision = ApprovalDecision(
+        request_id=request_id, approved=approved, approver=approver, note=note
     )
+    try:
+        outcome: ApprovalOutcome = await handle.execute_update(
+            CampaignLoopWorkflow.decide_approval, decision, rpc_timeout=_UPDATE_TIMEOUT
+        )
+    except WorkflowUpdateFailedError as exc:
+        _release(engine, request_id, claimed_at)
+        cause = exc.cause
+        detail = getattr(cause, "message", "") or "refused by the campaign"
+        raise ApprovalConflict(detail.removeprefix("request_id: ")) from None
+    except RPCError as exc:
+        _release(engine, request_id, claimed_at)
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the campaign's workflow has ended
+            raise ApprovalConflict(f"{request_id}: its campaign has ended") from None
+        raise
+    except BaseException:
+        _release(engine, request_id, claimed_at)
+        raise
     # The workflow accepted it; show it at once (its close_approvals activity writes the same
     # values when the last pending request of the cycle is answered).
     with engine.begin() as conn:
         conn.execute(
-            update(ApprovalRequest)
-            .where(col(ApprovalRequest.id) == request_id)
+            update(_REQ)
+            .where(col(_REQ.id) == request_id)
+            .where(col(_REQ.status) == "deciding")
             .values(status="approved" if approved else "rejected", decided_by=approver, note=note)
         )
     return outcome

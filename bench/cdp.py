@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy.engine import Engine
 
-from liftloop.cli_cdp import FILE_BATCH, ingest_file
+from liftloop.cli.cdp import FILE_BATCH, ingest_file
 from liftloop.db import make_engine
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import ingest

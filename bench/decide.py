@@ -21,12 +21,13 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.datasets import DATA_DIR, data_file
 from tools.models.clv import fit_bgnbd, fit_gamma_gamma
 from tools.models.nba import (
     ActionSpace,
-    Channel,
+    ChannelOption,
     NbaInputs,
-    Offer,
+    OfferOption,
     decide,
     exploration_bandit,
     score_chunks,
@@ -35,8 +36,8 @@ from tools.models.transactions import read_transactions, summarise
 
 # 4 offers × 1 channel × 5 hours = 20 send actions, plus doing nothing.
 SPACE = ActionSpace(
-    offers=[Offer(id=f"o{i}", discount_pct=5.0 * i, margin_pct=42.0) for i in range(4)],
-    channels=[Channel(id="email", cost=0.01)],
+    offers=[OfferOption(id=f"o{i}", discount_pct=5.0 * i, margin_pct=42.0) for i in range(4)],
+    channels=[ChannelOption(id="email", cost=0.01)],
     hours=[8, 11, 14, 17, 20],
 )
 CHUNK = 65_536
@@ -166,20 +167,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="100k people, CDNOW sample only")
     parser.add_argument(
-        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+        "--data", type=Path, default=DATA_DIR, help="folder of the data sets (tests/data/)"
     )
     args = parser.parse_args()
     # One OpenMP/BLAS thread: numpy here is single-threaded anyway and shared machines punish
     # oversubscription.
     with threadpool_limits(limits=1):
         bench_nba(100_000 if args.quick else 1_000_000)
-        sample = args.data / "lifetimes_CDNOW_sample.txt"
-        if not sample.is_file():
-            print(f"CDNOW data not found in {args.data.name}/; CLV comparison skipped")
-        else:
-            bench_clv(sample, 3 if args.quick else 7)
-            if not args.quick:
-                bench_clv(args.data / "lifetimes_CDNOW_master.txt", 3)
+        bench_clv(data_file("lifetimes_CDNOW_sample.txt", args.data), 3 if args.quick else 7)
+        if not args.quick:
+            bench_clv(data_file("lifetimes_CDNOW_master.txt", args.data), 3)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS {rss:.0f} MiB")
 

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import sys
 import time as clock
 import tracemalloc
 from collections import Counter
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from policies import PolicyStore, SendProposal, check_sends
 from policies.pii import DEFAULT_MIN_SCORE, DETECTED_ENTITIES, find_pii, nlp_configuration
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.datasets import DATA_DIR, data_file
 
 # Data set label -> evaluation class. Presidio reports places as LOCATION and has no street
 # address type, so street addresses, places (GPE) and zip codes are all evaluated as LOCATION;
@@ -194,7 +196,7 @@ def evaluate(rows: list[dict[str, Any]], detect: Callable[[str], list[Span]]) ->
 
 
 def bench_pii(data: Path, limit: int | None) -> dict[str, Any]:
-    rows = json.loads((data / "presidio_research_synth_dataset_v2.json").read_text("utf-8"))
+    rows = json.loads(data_file("presidio_research_synth_dataset_v2.json", data).read_text("utf-8"))
     rows = rows[:limit] if limit else rows
     default = default_presidio_analyzer()
 
@@ -222,7 +224,9 @@ def bench_pii(data: Path, limit: int | None) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and texts")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder of the shared data sets")
+    parser.add_argument(
+        "--data", type=Path, default=DATA_DIR, help="folder of the data sets (tests/data/)"
+    )
     args = parser.parse_args()
     messages = bench_messages(20_000 if args.quick else 200_000)
     print(
@@ -232,10 +236,6 @@ def main() -> None:
         f"during the batch, load average {messages['load_average_1min']}) "
         f"{messages['decisions']}"
     )
-    dataset = args.data / "presidio_research_synth_dataset_v2.json"
-    if not dataset.is_file():
-        print(f"PII benchmark skipped: {dataset.name} not found in {args.data.name}/")
-        return
     pii = bench_pii(args.data, 300 if args.quick else None)
     print(
         f"\nPII detection on {pii['texts']} texts of presidio-research synth_dataset_v2 "

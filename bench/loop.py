@@ -25,7 +25,7 @@ from connectors.smtp import SmtpSender
 from liftloop import runtime
 from liftloop.campaigns import loop_input
 from liftloop.db import engine_for
-from liftloop.domain import parse_spec
+from liftloop.loop.spec import parse_spec
 from liftloop.settings import Settings
 from liftloop.temporal import connect
 from tools.simulation.customers import generate_customers

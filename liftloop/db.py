@@ -11,9 +11,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel, create_engine
 
 import tools.cdp.tables  # noqa: F401  (registers the CDP's own tables)
-from liftloop import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from liftloop import wal_checkpoint
+from liftloop.loop import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from liftloop.settings import get_settings
-from liftloop.wal_checkpoint import attach as attach_checkpointer
 
 
 def _sqlite_pragmas(wal_autocheckpoint: int, dbapi_conn: Any, _record: Any) -> None:
@@ -44,7 +44,7 @@ def make_engine(
         pages = wal_autocheckpoint or get_settings().sqlite_wal_autocheckpoint
         event.listen(engine, "connect", partial(_sqlite_pragmas, pages))
         if on_disk and background_checkpoint:
-            attach_checkpointer(engine, path)
+            wal_checkpoint.attach(engine, path)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=8)
     SQLModel.metadata.create_all(engine)

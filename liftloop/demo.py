@@ -15,8 +15,8 @@ from temporalio.client import Client
 from approvals.requests import decide_approval, list_approvals
 from liftloop.campaigns import handle_for, start_campaign
 from liftloop.db import engine_for
-from liftloop.delivery_audit import DeliveryAudit, audit_deliveries
-from liftloop.domain import CampaignSpec, parse_spec
+from liftloop.loop.delivery_audit import DeliveryAudit, audit_deliveries
+from liftloop.loop.spec import CampaignSpec, parse_spec
 from liftloop.report import PooledLift, pool_lifts
 from liftloop.settings import Settings
 from tools.simulation.customers import generate_customers

@@ -6,7 +6,7 @@ import math
 
 from pydantic import BaseModel
 
-from liftloop.stages import LiftEstimate
+from tools.measure.lift import LiftEstimate
 
 _Z = 1.959963984540054
 

@@ -32,12 +32,25 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8787
     api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")])
+    # Request bodies: larger ones are answered 413 before they are read in full (Content-Length
+    # and a cap on the stream). Specs and approval decisions; one CDP message; one CDP batch.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    cdp_max_message_bytes: int = Field(default=32 * 1024, ge=1024)
+    cdp_max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
+    # Levels of objects and arrays any JSON body may nest (well below Python's recursion limit).
+    api_max_json_depth: int = Field(default=64, ge=4, le=200)
+    # A campaign's workflow input, encoded: every activity of a cycle carries the spec, so this
+    # keeps a cycle's history and Temporal's payload limits in reach.
+    spec_max_bytes: int = Field(default=256 * 1024, ge=4096)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     email_from: str = "liftloop <campaigns@liftloop.example>"
     # Filled into the sender-identity slots that the policies require in every e-mail.
     sender_address: str = "liftloop demo shop, 1 Example Street, Springfield, IL 62701"
     imprint: str = "liftloop Demo GmbH, Beispielstr. 1, 10115 Berlin, HRB 000000"
+    # Where a message's unsubscribe and call-to-action links point; {message_id} is the outbox id.
+    unsubscribe_url: str = "https://shop.example/u/{message_id}"
+    landing_url: str = "https://shop.example/new?m={message_id}"
 
     # A thread checkpoints SQLite's write-ahead log after every commit (liftloop/wal_checkpoint.py);
     # a writer checkpoints itself only when the log reaches this many pages (≈ 40 MiB), which

@@ -13,13 +13,21 @@ from connectors.ads.budget_file import BudgetFileSink
 from connectors.jsonl_file import JsonlFileSender
 from connectors.ports import MessageSender
 from connectors.smtp import SmtpSender
-from liftloop.activities.campaign import CampaignActivities
-from liftloop.copy_sources import CopywriterSource
+from liftloop.budget import BudgetActivities
 from liftloop.db import engine_for
+from liftloop.knowledge import loop_copywriter
+from liftloop.loop.approvals import ApprovalStage
+from liftloop.loop.copy_sources import CopywriterSource
+from liftloop.loop.decide import DecideStage
+from liftloop.loop.generate import GenerateStage
+from liftloop.loop.guard import GuardStage
+from liftloop.loop.measure import MeasureStage
+from liftloop.loop.segment import SegmentStage
+from liftloop.loop.send import MessageLinks, SendStage
+from liftloop.loop.simulate import SimulateStage
+from liftloop.retraining import RetrainingActivities
 from liftloop.settings import Settings
 from policies import PolicyStore
-from tools.allocator.activities import BudgetActivities
-from tools.models.activities import ModelActivities
 from tools.models.registry import ModelRegistry
 from workflows.budget_allocation import BudgetAllocationWorkflow
 from workflows.campaign_loop import CampaignLoopWorkflow
@@ -53,37 +61,45 @@ def build_worker(
     policies = PolicyStore.bundled()
     if settings.policy_path:
         policies.load(settings.policy_path)
-    campaign = CampaignActivities(
-        engine_for(settings.cdp_url),
+    engine = engine_for(settings.cdp_url)
+    models = ModelRegistry(settings.data_dir / "models")
+    segment = SegmentStage(engine)
+    decide = DecideStage(engine, models)
+    generate = GenerateStage(engine, CopywriterSource(lambda: loop_copywriter(settings)))
+    guard = GuardStage(engine, policies)
+    approvals = ApprovalStage(engine)
+    send = SendStage(
+        engine,
         senders or default_senders(settings),
         policies,
         {"sender_address": settings.sender_address, "imprint": settings.imprint},
-        CopywriterSource(settings.data_dir, settings.knowledge_signing_key.get_secret_value()),
-        ModelRegistry(settings.data_dir / "models"),
+        MessageLinks(unsubscribe_url=settings.unsubscribe_url, landing_url=settings.landing_url),
     )
+    simulate = SimulateStage(engine)
+    measure = MeasureStage(engine, models)
     budget = BudgetActivities(
         BudgetFileSink(settings.outbox_dir / "ad_budgets.jsonl"), data_root=settings.data_dir
     )
-    models = ModelActivities(ModelRegistry(settings.data_dir / "models"), settings.data_dir)
+    retraining = RetrainingActivities(models, settings.data_dir)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[CampaignLoopWorkflow, BudgetAllocationWorkflow, ModelRetrainingWorkflow],
         activities=[
-            campaign.segment,
-            campaign.decide,
-            campaign.generate,
-            campaign.guard,
-            campaign.open_approvals,
-            campaign.close_approvals,
-            campaign.send,
-            campaign.simulate,
-            campaign.measure,
+            segment.segment,
+            decide.decide,
+            generate.generate,
+            guard.guard,
+            approvals.open_approvals,
+            approvals.close_approvals,
+            send.send,
+            simulate.simulate,
+            measure.measure,
             budget.refit_and_allocate,
             budget.apply,
-            models.check_drift,
-            models.train_candidate,
-            models.promote,
+            retraining.check_drift,
+            retraining.train_candidate,
+            retraining.promote,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=8),
         max_concurrent_activities=8,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from policies.campaign_limits import within_campaign_limits
 from policies.engine import (
+    UNAPPROVABLE_RULES,
     check_model_input,
     check_model_output,
     check_send,
@@ -10,12 +12,13 @@ from policies.engine import (
     check_variant,
 )
 from policies.errors import PolicyError, PolicyLoadError, PolicyNotFoundError
+from policies.figures import StatedFigure, StatedLink, host_allowed, stated_figures, stated_links
 from policies.guarded import GuardedResult, ModelRequest, guarded_call
 from policies.injection import InjectionScore, score_injection
 from policies.models import (
     Decision,
     ModelInput,
-    Offer,
+    OfferTerms,
     Reason,
     RetrievedDocument,
     SendProposal,
@@ -30,12 +33,13 @@ from policies.policy import Policy, bundled_policies, load_policy, parse_policy
 from policies.store import PolicyStore
 
 __all__ = [
+    "UNAPPROVABLE_RULES",
     "Decision",
     "GuardedResult",
     "InjectionScore",
     "ModelInput",
     "ModelRequest",
-    "Offer",
+    "OfferTerms",
     "PiiRestoreError",
     "PiiVault",
     "Policy",
@@ -47,6 +51,8 @@ __all__ = [
     "RetrievedDocument",
     "SendProposal",
     "Severity",
+    "StatedFigure",
+    "StatedLink",
     "VariantCopy",
     "VariantProposal",
     "Verdict",
@@ -60,9 +66,13 @@ __all__ = [
     "find_pii",
     "get_analyzer",
     "guarded_call",
+    "host_allowed",
     "load_policy",
     "parse_policy",
     "redact",
     "score_injection",
+    "stated_figures",
+    "stated_links",
     "to_typed_slots",
+    "within_campaign_limits",
 ]

@@ -146,6 +146,31 @@ class SlotRule(_Strict):
     allowed_punctuation: str = "-'."
 
 
+_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}$")
+
+
+class LinkRules(_Strict):
+    """Where links written out in the copy may point: these domains and their subdomains.
+
+    Slot placeholders such as `{cta_url}` are not links in the copy (the send stage fills them
+    from its settings); any other link to a host outside the list blocks the variant, and so
+    does a link with a scheme other than http(s). Empty: no written-out links at all.
+    """
+
+    allowed_domains: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _plain_domains(cls, value: list[str]) -> list[str]:
+        for index, domain in enumerate(value):
+            if not _DOMAIN.match(domain):
+                raise ValueError(
+                    f"domain {index} ({domain!r}) must be a lower-case host name such as"
+                    " shop.example, without scheme, path or wildcard (subdomains are included)"
+                )
+        return value
+
+
 class PolicyDocument(_Strict):
     id: str
     version: str = Field(min_length=1)
@@ -160,6 +185,7 @@ class PolicyDocument(_Strict):
     injection: InjectionRules = Field(default_factory=InjectionRules)
     contact: ContactRules = Field(default_factory=ContactRules)
     slots: dict[str, SlotRule] = Field(default_factory=dict)
+    links: LinkRules = Field(default_factory=LinkRules)
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> PolicyDocument:

@@ -20,9 +20,11 @@ from policies.contact import (
     in_quiet_hours,
     zone_or_none,
 )
+from policies.figures import host_allowed, offer_grants, stated_figures, stated_links
 from policies.injection import SLOT_INJECTION, score_injection
 from policies.models import (
     ModelInput,
+    OfferTerms,
     Reason,
     SendProposal,
     Severity,
@@ -36,6 +38,17 @@ from policies.policy import Policy
 tracer = trace.get_tracer("liftloop.policies")
 
 COPY_FIELDS = ("subject", "preheader", "body", "cta")
+# Copy that promises what the offer does not grant, or links off the brand's domains, is never
+# approvable: these reasons block even where other blocks are softened to an escalation.
+UNAPPROVABLE_RULES = frozenset(
+    {
+        "offer.discount_mismatch",
+        "offer.price_mismatch",
+        "links.domain_not_allowed",
+        "links.scheme_not_allowed",
+    }
+)
+_LINK_SCHEMES = ("", "http", "https")
 SLOT_REFERENCE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _Model = TypeVar("_Model", bound=BaseModel)
 RawInput = Mapping[str, Any] | str | bytes
@@ -204,12 +217,74 @@ def _pii_reasons(fields: Mapping[str, str], language: str, policy: Policy) -> li
     return reasons
 
 
+def _link_reasons(fields: Mapping[str, str], policy: Policy) -> list[Reason]:
+    """Every link written out in the copy must go to an allow-listed domain (or a subdomain)."""
+    allowed = policy.document.links.allowed_domains
+    listed = ", ".join(allowed) or "none"
+    reasons: list[Reason] = []
+    for name, text in fields.items():
+        for link in stated_links(text):
+            if link.scheme not in _LINK_SCHEMES:
+                reasons.append(
+                    _reason(
+                        policy,
+                        "links.scheme_not_allowed",
+                        name,
+                        Severity.BLOCK,
+                        f"{name}: a {link.scheme}: link; copy may link only over http(s)",
+                        link.span,
+                    )
+                )
+            elif not host_allowed(link.host, allowed):
+                reasons.append(
+                    _reason(
+                        policy,
+                        "links.domain_not_allowed",
+                        name,
+                        Severity.BLOCK,
+                        f"{name}: links to {link.host or '(no host)'!r}, which is not an allowed "
+                        f"link domain of the brand ({listed})",
+                        link.span,
+                    )
+                )
+    return reasons
+
+
 def _copy_reasons(fields: Mapping[str, str], language: str, policy: Policy) -> list[Reason]:
     return [
         *_claim_reasons(fields, policy),
         *_tone_reasons(fields, policy),
         *_pii_reasons(fields, language, policy),
+        *_link_reasons(fields, policy),
     ]
+
+
+# --- what the copy promises against what the offer grants ----------------------------------
+
+
+def _figure_reasons(
+    fields: Mapping[str, str], offer: OfferTerms | None, policy: Policy
+) -> list[Reason]:
+    """Every discount and price the copy states must be one the variant's offer grants."""
+    terms = offer or OfferTerms()
+    reasons: list[Reason] = []
+    for name, text in fields.items():
+        for figure in stated_figures(text):
+            ok, grants = offer_grants(figure, terms)
+            if ok:
+                continue
+            what = "price" if figure.kind == "price" else "discount"
+            reasons.append(
+                _reason(
+                    policy,
+                    f"offer.{what}_mismatch",
+                    name,
+                    Severity.BLOCK,
+                    f"{name}: states {figure.text!r} as a {what}, but the offer grants {grants}",
+                    figure.span,
+                )
+            )
+    return reasons
 
 
 # --- variants ----------------------------------------------------------------------------------
@@ -332,7 +407,8 @@ def _required_reasons(fields: Mapping[str, str], channel: str, policy: Policy) -
 
 
 def check_variant(proposal: VariantProposal | RawInput, policy: Policy) -> Verdict:
-    """Judge one content variant: claims, tone, required elements, slots, personal data, offer."""
+    """Judge one content variant: claims, tone, required elements, slots, personal data, links,
+    the offer's limits, and that every discount or price in the copy is one the offer grants."""
     with tracer.start_as_current_span("policies.check_variant") as span:
         parsed = _parse(proposal, VariantProposal, policy)
         if isinstance(parsed, Reason):
@@ -369,6 +445,7 @@ def check_variant(proposal: VariantProposal | RawInput, policy: Policy) -> Verdi
         reasons += _required_reasons(fields, parsed.channel, policy)
         reasons += _slot_reference_reasons(fields, parsed.slot_names, policy)
         reasons += _offer_reasons(parsed, policy)
+        reasons += _figure_reasons(fields, parsed.offer, policy)
         return _record(span, Verdict.from_reasons(reasons, policy.version))
 
 

@@ -10,7 +10,12 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from policies.engine import check_model_input, check_model_output, parse_model_output
+from policies.engine import (
+    UNAPPROVABLE_RULES,
+    check_model_input,
+    check_model_output,
+    parse_model_output,
+)
 from policies.models import (
     Decision,
     ModelInput,
@@ -56,9 +61,13 @@ def _escalated(verdict: Verdict) -> Verdict:
         severity=Severity.ESCALATE,
         explanation="output: still blocked after one revision; a person has to decide",
     )
-    # The blocking reasons stay visible to the approver but no longer decide alone.
+    # The blocking reasons stay visible to the approver but no longer decide alone — except
+    # those no approver may override (a link off the brand's domains, a promise the offer does
+    # not grant), which keep blocking.
     softened = tuple(
-        r.model_copy(update={"severity": Severity.ESCALATE}) if r.severity is Severity.BLOCK else r
+        r.model_copy(update={"severity": Severity.ESCALATE})
+        if r.severity is Severity.BLOCK and r.rule_id not in UNAPPROVABLE_RULES
+        else r
         for r in verdict.reasons
     )
     return Verdict.from_reasons((*softened, note), verdict.policy_version)
@@ -77,7 +86,9 @@ async def guarded_call(
 
     A blocked input never reaches the model. A blocked output is sent back once with its
     reasons (``max_revisions``); if it is still blocked the verdict becomes escalate, so a person
-    decides and nothing blocked is ever returned as allowed. ``fn`` may be sync or async.
+    decides and nothing blocked is ever returned as allowed — unless a reason is one no person
+    may override (``UNAPPROVABLE_RULES``: links off the brand's domains), which keeps it
+    blocked. ``fn`` may be sync or async.
     """
     with tracer.start_as_current_span("policies.guarded_call") as span:
         span.set_attribute("policy.version", policy.version)

@@ -30,15 +30,19 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Offer(_Frozen):
-    """An offer attached to a variant.
+class OfferTerms(_Frozen):
+    """An offer attached to a variant: everything the copy may promise about money.
 
-    ``price`` is the price the customer pays after the discount, ``min_price`` the floor from
-    the catalogue, ``margin_pct`` the gross margin at list price (before the discount).
+    ``price`` is the price the customer pays after the discount, ``list_price`` the price
+    before it, ``amount_off`` a fixed amount off (a voucher), ``min_price`` the floor from
+    the catalogue, ``margin_pct`` the gross margin at list price (before the discount). A
+    discount or price the copy states that these terms do not grant blocks the variant.
     """
 
     discount_pct: float = Field(default=0.0, ge=0.0, le=100.0)
     price: float | None = Field(default=None, ge=0.0)
+    list_price: float | None = Field(default=None, ge=0.0)
+    amount_off: float | None = Field(default=None, ge=0.0)
     min_price: float | None = Field(default=None, ge=0.0)
     margin_pct: float | None = Field(default=None, le=100.0)
     segment: str = "default"
@@ -49,6 +53,8 @@ class VariantProposal(_Frozen):
     """One generated content variant (per arm, segment cluster and channel), before any send.
 
     Slot placeholders such as ``{first_name}`` in the copy are filled per message at send time.
+    Without an ``offer`` the variant grants nothing: any discount or price its copy states
+    blocks it.
     """
 
     campaign_id: str
@@ -60,7 +66,7 @@ class VariantProposal(_Frozen):
     preheader: str = ""
     body: str
     cta: str = ""
-    offer: Offer | None = None
+    offer: OfferTerms | None = None
     slot_names: tuple[str, ...] = ()
 
 

@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from connectors.ads.port import BudgetChange
+    from liftloop.budget import BudgetActivities
     from tools.allocator.budget_models import (
         AllocationProposal,
         ApplyBudgetsInput,
@@ -71,8 +72,8 @@ class BudgetAllocationWorkflow:
     @workflow.run
     async def run(self, inp: BudgetAllocationInput) -> BudgetAllocationOutput:
         self._stage = "allocating"
-        proposal: AllocationProposal = await workflow.execute_activity(
-            "budget.refit_and_allocate", inp, result_type=AllocationProposal, **_REFIT
+        proposal: AllocationProposal = await workflow.execute_activity_method(
+            BudgetActivities.refit_and_allocate, inp, **_REFIT
         )
         self._proposal = proposal
         needs_approval = proposal.shifted_share > inp.approval_threshold
@@ -100,10 +101,9 @@ class BudgetAllocationWorkflow:
             )
             for c in proposal.channels
         ]
-        applied: ApplyBudgetsResult = await workflow.execute_activity(
-            "budget.apply",
+        applied: ApplyBudgetsResult = await workflow.execute_activity_method(
+            BudgetActivities.apply,
             ApplyBudgetsInput(plan_id=inp.plan_id, changes=changes),
-            result_type=ApplyBudgetsResult,
             **_APPLY,
         )
         ok = all(o.status != "failed" for o in applied.outcomes)

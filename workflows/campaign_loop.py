@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from liftloop.domain import CampaignSpec
-    from liftloop.stages import (
+    from liftloop.loop.approvals import ApprovalStage
+    from liftloop.loop.decide import DecideStage
+    from liftloop.loop.generate import GenerateStage
+    from liftloop.loop.guard import GuardStage
+    from liftloop.loop.measure import MeasureStage
+    from liftloop.loop.payloads import (
         ApprovalCloseInput,
         ApprovalDecision,
         ApprovalOpenInput,
@@ -24,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
         GenerateResult,
         GuardInput,
         GuardResult,
-        LiftEstimate,
         MeasureInput,
         MeasureResult,
         SegmentResult,
@@ -34,8 +39,15 @@ with workflow.unsafe.imports_passed_through():
         SimulateResult,
         VariantVerdict,
     )
+    from liftloop.loop.segment import SegmentStage
+    from liftloop.loop.send import SendStage
+    from liftloop.loop.simulate import SimulateStage
+    from liftloop.loop.spec import CampaignSpec
+    from tools.durations import MAX_DURATION_S
+    from tools.measure.lift import LiftEstimate
 
-Outcome = Literal["running", "shipped", "stopped", "stopped_harmful", "completed"]
+# "failed": a stage failed for good (the workflow ends failed with the reason, see `run`).
+Outcome = Literal["running", "shipped", "stopped", "stopped_harmful", "completed", "failed"]
 Stage = Literal[
     "starting",
     "segment",
@@ -100,6 +112,8 @@ class CampaignStatus(BaseModel):
     outcome: Outcome
     pending_approvals: list[PendingApproval]
     history: list[CycleSummary]
+    # Why the campaign failed or was stopped from outside, or why it is stuck; None otherwise.
+    reason: str | None = None
 
 
 # Outages are retried; input the worker can never accept (no policy for the market, an unknown
@@ -127,6 +141,7 @@ class CampaignLoopWorkflow:
         self._outcome: Outcome = "running"
         self._pending: dict[str, VariantVerdict] = {}
         self._decided: dict[str, ApprovalOutcome] = {}
+        self._reason: str | None = None
 
     # -- signals, updates, queries ---------------------------------------------------------
     @workflow.signal
@@ -178,6 +193,7 @@ class CampaignLoopWorkflow:
                 for rid, v in self._pending.items()
             ],
             history=self._inp.history,
+            reason=self._reason,
         )
 
     # -- the cycle -------------------------------------------------------------------------
@@ -191,11 +207,28 @@ class CampaignLoopWorkflow:
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self._stop, timeout=timedelta(seconds=seconds)
+                    lambda: self._stop, timeout=timedelta(seconds=_timer_s(seconds))
                 )
 
     @workflow.run
     async def run(self, inp: CampaignLoopInput) -> CampaignLoopOutput:
+        """One cycle. A stage that fails for good (an activity error that is not retried: no
+        policy for the market, an unknown template, a bad segment) ends the workflow failed
+        with an ApplicationError that names the stage and the reason; queries then show the
+        outcome `failed` with that reason."""
+        try:
+            return await self._cycle(inp)
+        except ActivityError as exc:
+            # The activity's own error stays the cause (its type and message, as before).
+            cause = exc.cause or exc
+            detail = getattr(cause, "message", None) or str(cause)
+            self._reason = f"stage {self._stage} failed ({exc.activity_type}): {detail}"
+            self._outcome, self._stage = "failed", "done"
+            raise ApplicationError(
+                self._reason, type="CampaignFailed", non_retryable=True
+            ) from cause
+
+    async def _cycle(self, inp: CampaignLoopInput) -> CampaignLoopOutput:
         spec = inp.spec
         info = workflow.info()
         window = inp.attribution_window_s or spec.goal.attribution_window
@@ -211,8 +244,8 @@ class CampaignLoopWorkflow:
 
         if not await self._checkpoint("segment"):
             return self._finish("stopped")
-        seg: SegmentResult = await workflow.execute_activity(
-            "campaign.segment", ref, result_type=SegmentResult, **_QUICK
+        seg: SegmentResult = await workflow.execute_activity_method(
+            SegmentStage.segment, ref, **_QUICK
         )
 
         if not await self._checkpoint("decide"):
@@ -220,11 +253,8 @@ class CampaignLoopWorkflow:
         decided: list[DecideResult] = list(
             await asyncio.gather(
                 *[
-                    workflow.execute_activity(
-                        "campaign.decide",
-                        ShardInput(ref=ref, shard=s),
-                        result_type=DecideResult,
-                        **_QUICK,
+                    workflow.execute_activity_method(
+                        DecideStage.decide, ShardInput(ref=ref, shard=s), **_QUICK
                     )
                     for s in range(ref.shards)
                 ]
@@ -233,17 +263,14 @@ class CampaignLoopWorkflow:
 
         if not await self._checkpoint("generate"):
             return self._finish("stopped")
-        gen: GenerateResult = await workflow.execute_activity(
-            "campaign.generate", ref, result_type=GenerateResult, **_QUICK
+        gen: GenerateResult = await workflow.execute_activity_method(
+            GenerateStage.generate, ref, **_QUICK
         )
 
         if not await self._checkpoint("guard"):
             return self._finish("stopped")
-        guard: GuardResult = await workflow.execute_activity(
-            "campaign.guard",
-            GuardInput(ref=ref, variant_ids=gen.variant_ids),
-            result_type=GuardResult,
-            **_QUICK,
+        guard: GuardResult = await workflow.execute_activity_method(
+            GuardStage.guard, GuardInput(ref=ref, variant_ids=gen.variant_ids), **_QUICK
         )
         allowed = [v.variant_id for v in guard.verdicts if v.decision == "allow"]
         escalated = [v for v in guard.verdicts if v.decision == "escalate"]
@@ -256,10 +283,9 @@ class CampaignLoopWorkflow:
         sends: list[SendResult] = list(
             await asyncio.gather(
                 *[
-                    workflow.execute_activity(
-                        "campaign.send",
+                    workflow.execute_activity_method(
+                        SendStage.send,
                         SendInput(ref=ref, shard=s, variant_ids=sorted(allowed)),
-                        result_type=SendResult,
                         **_SEND,
                     )
                     for s in range(ref.shards)
@@ -271,8 +297,8 @@ class CampaignLoopWorkflow:
         true_lift = None
         if spec.simulation.enabled:
             self._stage = "simulate"
-            sim: SimulateResult = await workflow.execute_activity(
-                "campaign.simulate", ref, result_type=SimulateResult, **_QUICK
+            sim: SimulateResult = await workflow.execute_activity_method(
+                SimulateStage.simulate, ref, **_QUICK
             )
             true_lift = sim.true_lift
 
@@ -282,11 +308,8 @@ class CampaignLoopWorkflow:
         elapsed = (workflow.now() - ref.window_from).total_seconds()
         await self._sleep_unless_stopped(window - elapsed)
         self._stage = "measure"
-        measured: MeasureResult = await workflow.execute_activity(
-            "campaign.measure",
-            MeasureInput(ref=ref, true_lift=true_lift),
-            result_type=MeasureResult,
-            **_QUICK,
+        measured: MeasureResult = await workflow.execute_activity_method(
+            MeasureStage.measure, MeasureInput(ref=ref, true_lift=true_lift), **_QUICK
         )
 
         summary = CycleSummary(
@@ -328,16 +351,16 @@ class CampaignLoopWorkflow:
         if not escalated:
             return []
         self._stage = "approval"
-        ids: list[str] = await workflow.execute_activity(
-            "campaign.open_approvals",
+        ids: list[str] = await workflow.execute_activity_method(
+            ApprovalStage.open_approvals,
             ApprovalOpenInput(ref=ref, verdicts=escalated),
-            result_type=list[str],
             **_QUICK,
         )
         self._pending = dict(zip(ids, escalated, strict=True))
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: not self._pending or self._stop, timeout=timedelta(seconds=timeout_s)
+                lambda: not self._pending or self._stop,
+                timeout=timedelta(seconds=_timer_s(timeout_s)),
             )
         # Nobody answered (or the campaign stops): the safe default is to reject.
         for rid, verdict in self._pending.items():
@@ -350,8 +373,10 @@ class CampaignLoopWorkflow:
             )
         self._pending = {}
         outcomes = [self._decided[rid] for rid in ids]
-        await workflow.execute_activity(
-            "campaign.close_approvals", ApprovalCloseInput(ref=ref, outcomes=outcomes), **_QUICK
+        await workflow.execute_activity_method(
+            ApprovalStage.close_approvals,
+            ApprovalCloseInput(ref=ref, outcomes=outcomes),
+            **_QUICK,
         )
         return outcomes
 
@@ -373,3 +398,11 @@ class CampaignLoopWorkflow:
             cycles=self._inp.cycle,
             history=self._inp.history,
         )
+
+
+def _timer_s(seconds: float) -> float:
+    """A timer's length within what a timedelta and Temporal can hold. Specs and settings are
+    validated to this bound already; this keeps a bad value from failing every workflow task."""
+    if not seconds > 0:  # also NaN
+        return 0.0
+    return min(seconds, MAX_DURATION_S) if math.isfinite(seconds) else MAX_DURATION_S

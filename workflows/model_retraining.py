@@ -11,6 +11,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from liftloop.retraining import RetrainingActivities
     from tools.models.retraining import (
         Candidate,
         DriftCheck,
@@ -33,8 +34,8 @@ _FIT = workflow.ActivityConfig(
 class ModelRetrainingWorkflow:
     @workflow.run
     async def run(self, inp: RetrainInput) -> RetrainOutput:
-        drift: DriftCheck = await workflow.execute_activity(
-            "models.check_drift", inp, result_type=DriftCheck, **_FIT
+        drift: DriftCheck = await workflow.execute_activity_method(
+            RetrainingActivities.check_drift, inp, **_FIT
         )
         if not (drift.drifted or inp.force):
             return RetrainOutput(
@@ -43,8 +44,8 @@ class ModelRetrainingWorkflow:
                 serving_version=drift.serving_version,
                 reason="no drift above the threshold",
             )
-        candidate: Candidate = await workflow.execute_activity(
-            "models.train_candidate", inp, result_type=Candidate, **_FIT
+        candidate: Candidate = await workflow.execute_activity_method(
+            RetrainingActivities.train_candidate, inp, **_FIT
         )
         if not candidate.converged:
             return RetrainOutput(
@@ -62,10 +63,9 @@ class ModelRetrainingWorkflow:
                 serving_version=drift.serving_version,
                 reason="candidate registered for review",
             )
-        serving: str = await workflow.execute_activity(
-            "models.promote",
+        serving: str = await workflow.execute_activity_method(
+            RetrainingActivities.promote,
             PromoteInput(name=inp.name, version=candidate.version),
-            result_type=str,
             **_FIT,
         )
         return RetrainOutput(

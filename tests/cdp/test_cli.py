@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from liftloop.cli_cdp import register
+from liftloop.cli.cdp import register
 from liftloop.settings import get_settings
 
 

@@ -11,13 +11,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from liftloop.tables import Event, Profile
 from tools.cdp import privacy
-from tools.cdp._sql import cols, table_of
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import IngestResult, ingest
 from tools.cdp.privacy import erase_person
-from tools.cdp.tables import Identity, ProfileFeatures
+from tools.cdp.sql import cols, table_of
+from tools.cdp.tables import Event, Identity, Profile, ProfileFeatures
 
 SENDERS = 4
 

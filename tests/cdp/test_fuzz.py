@@ -15,10 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from liftloop.api_cdp import get_cdp_engine, router
-from liftloop.tables import Event
-from tools.cdp._sql import cols
 from tools.cdp.sources import create_source
-from tools.cdp.tables import QuarantinedMessage
+from tools.cdp.sql import cols
+from tools.cdp.tables import Event, QuarantinedMessage
 
 ids = st.one_of(
     st.text(max_size=6),

@@ -6,13 +6,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from liftloop.tables import Event, Profile
-from tools.cdp._sql import cols
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.identity import UnionFind, canonical_id
 from tools.cdp.ingest import ingest
 from tools.cdp.people import _hash_bucket, bucket_for, buckets_for, resolve_profile
-from tools.cdp.tables import MergeRecord
+from tools.cdp.sql import cols
+from tools.cdp.tables import Event, MergeRecord, Profile
 
 
 def _owners(engine: Engine) -> dict[str, str]:

@@ -6,16 +6,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from liftloop.tables import Event
-from tools.cdp._sql import cols
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import ingest
 from tools.cdp.quarantine import quarantined, replay_quarantine
-from tools.cdp.tables import QuarantinedMessage
+from tools.cdp.sql import cols
+from tools.cdp.tables import Event, QuarantinedMessage
 
 
 def _count(engine: Engine, model: object) -> int:
-    from tools.cdp._sql import table_of
+    from tools.cdp.sql import table_of
 
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table_of(model))).scalar_one())

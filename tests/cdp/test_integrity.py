@@ -20,17 +20,19 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from liftloop.db import make_engine
-from liftloop.tables import Consent, Event, Profile
-from tools.cdp._sql import cols, table_of
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import identifiers, ingest
 from tools.cdp.messages import parse_message
 from tools.cdp.people import resolve_profile
 from tools.cdp.privacy import erase_person
+from tools.cdp.sql import cols, table_of
 from tools.cdp.tables import (
+    Consent,
     EngagementCount,
+    Event,
     Identity,
     MergeRecord,
+    Profile,
     ProfileFeatures,
     SegmentMember,
     TraitHistory,

@@ -8,13 +8,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from liftloop.tables import Decision, Event, OutboxMessage, Profile
-from tools.cdp._sql import cols, insert, table_of
+from liftloop.erasure import erase_person, export_person
+from liftloop.loop.tables import DecisionRecord, OutboxMessage
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import UnknownIdentityError
 from tools.cdp.ingest import ingest
-from tools.cdp.privacy import erase_person, export_person
-from tools.cdp.tables import AuditEntry, Identity
+from tools.cdp.sql import cols, insert, table_of
+from tools.cdp.tables import AuditEntry, Event, Identity, Profile
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -50,7 +50,7 @@ def person(engine: Engine, registry: ContractRegistry, m: Any) -> Engine:
     with engine.begin() as conn:
         for pid in ("u1", "bob"):
             conn.execute(
-                insert(conn, Decision),
+                insert(conn, DecisionRecord),
                 [
                     {
                         "campaign_id": "c1",
@@ -121,7 +121,7 @@ def test_erase_removes_person_and_keeps_aggregates(person: Engine, registry: Con
             ).all()
         )
         assert outbox == {report.pseudonym: None, "bob": "bob@example.com"}
-        decided = set(conn.execute(select(cols(Decision).profile_id)).scalars())
+        decided = set(conn.execute(select(cols(DecisionRecord).profile_id)).scalars())
         assert decided == {report.pseudonym, "bob"}
         assert conn.execute(select(cols(Identity).value)).scalars().all() == ["bob"]
         assert conn.execute(select(cols(Profile).id)).scalars().all() == ["bob"]

@@ -6,13 +6,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from liftloop.tables import Profile
-from tools.cdp._sql import cols
 from tools.cdp.consent import consented
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.features import features_for, rfm_scores
 from tools.cdp.ingest import ingest
-from tools.cdp.tables import TraitHistory, TraitState
+from tools.cdp.sql import cols
+from tools.cdp.tables import Profile, TraitHistory, TraitState
 
 
 def _consent(m: Any, mid: str, uid: str, granted: bool, ts: str, **kw: Any) -> dict[str, Any]:

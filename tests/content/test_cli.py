@@ -8,9 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from liftloop.cli_knowledge import register
+from liftloop.cli.knowledge import register
 from liftloop.settings import get_settings
-from tools.content.generate import default_copywriter
 from tools.rag.embeddings import Embedder
 
 SAMPLE_KNOWLEDGE = Path(__file__).resolve().parents[2] / "tools" / "content" / "knowledge"
@@ -26,12 +25,10 @@ def cli(
     monkeypatch.setattr("tools.rag.knowledge_base.embedder_from_name", lambda n: hashing_embedder)
     monkeypatch.setattr("tools.rag.embeddings.embedder_from_name", lambda n: hashing_embedder)
     get_settings.cache_clear()
-    default_copywriter.cache_clear()
     app = typer.Typer()
     register(app)
     yield app
     get_settings.cache_clear()
-    default_copywriter.cache_clear()
 
 
 def _json(app: typer.Typer, *args: str) -> tuple[int, dict[str, object]]:
@@ -93,6 +90,7 @@ def test_prompts_list_and_eval(cli: typer.Typer) -> None:
     _, listed = _json(cli, "prompts", "list", "--json")
     assert [t["id"] for t in listed["templates"]] == [  # type: ignore[union-attr]
         "promo_push",
+        "promo_sms",
         "subject_line",
         "winback_email",
     ]

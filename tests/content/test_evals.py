@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tools.content import Copywriter
+from agents.copywriter import Copywriter
 from tools.content.evals import EvalChecks, check_variant, load_eval_sets, run_eval_set
 from tools.content.prompts import default_library
 from tools.rag.knowledge_base import KnowledgeBase

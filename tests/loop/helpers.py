@@ -7,8 +7,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from liftloop.domain import CampaignSpec, parse_spec
-from liftloop.stages import ApprovalDecision
+from liftloop.loop.payloads import ApprovalDecision
+from liftloop.loop.spec import CampaignSpec, parse_spec
 from workflows.campaign_loop import CampaignLoopOutput, CampaignLoopWorkflow
 
 

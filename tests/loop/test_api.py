@@ -51,7 +51,7 @@ async def test_api_runs_a_campaign_through_its_approval(
             "/v1/campaigns", headers=KEY, json={"id": "Bad Id", "channels": [], "offers": []}
         )
         assert bad.status_code == 422
-        fields = {d["field"] for d in bad.json()["detail"]}
+        fields = {d["field"] for d in bad.json()["errors"]}
         assert {"id", "channels", "offers"} <= fields
 
         cid = f"api-{batch}"

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from liftloop.cli import app
 from liftloop.db import engine_for
+from liftloop.loop.tables import DecisionRecord
 from liftloop.settings import get_settings
-from liftloop.tables import Decision
 from tools.models.ope import read_decision_log
 
 
@@ -43,7 +43,7 @@ def test_export_writes_rounds_ope_can_read(tmp_path: Path, monkeypatch: pytest.M
         engine = engine_for(get_settings().cdp_url)
         with engine.begin() as conn:
             conn.execute(
-                insert(Decision),
+                insert(DecisionRecord),
                 [
                     _decision("p1", "holdout", 0.1, 0.0),
                     _decision("p2", "none", 0.3, 12.5),

@@ -13,8 +13,8 @@ import uuid
 from sqlalchemy import func, select
 
 from liftloop.campaigns import handle_for, start_campaign
-from liftloop.delivery_audit import audit_deliveries
-from liftloop.tables import OutboxMessage
+from liftloop.loop.delivery_audit import audit_deliveries
+from liftloop.loop.tables import OutboxMessage
 from tests.loop.helpers import drive, spec
 from tools.simulation.customers import generate_customers
 

@@ -11,8 +11,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from liftloop.campaigns import handle_for, loop_input, start_campaign
-from liftloop.delivery_audit import audit_deliveries
-from liftloop.tables import ApprovalRequest, Decision, OutboxMessage
+from liftloop.loop.delivery_audit import audit_deliveries
+from liftloop.loop.tables import ApprovalRequest, DecisionRecord, OutboxMessage
 from liftloop.temporal import build_worker
 from tests.loop.helpers import drive, spec
 from tools.simulation.customers import generate_customers
@@ -54,12 +54,12 @@ async def test_cycle_sends_exactly_once_and_measures(dev_env, settings, engine, 
             select(func.count())
             .select_from(OutboxMessage)
             .join(
-                Decision,
-                (Decision.profile_id == OutboxMessage.profile_id)
-                & (Decision.campaign_id == OutboxMessage.campaign_id)
-                & (Decision.cycle == OutboxMessage.cycle),
+                DecisionRecord,
+                (DecisionRecord.profile_id == OutboxMessage.profile_id)
+                & (DecisionRecord.campaign_id == OutboxMessage.campaign_id)
+                & (DecisionRecord.cycle == OutboxMessage.cycle),
             )
-            .where(Decision.holdout.is_(True))
+            .where(DecisionRecord.holdout.is_(True))
         ).scalar()
         assert leaked == 0
     # Intention to treat: everyone the policy decided for, sent or suppressed, against the holdout.
@@ -134,7 +134,9 @@ async def test_pause_resume_and_stop_mid_cycle(dev_env, settings, engine, smtp, 
         with engine.connect() as conn:
             assert (
                 conn.execute(
-                    select(func.count()).select_from(Decision).where(Decision.campaign_id == s.id)
+                    select(func.count())
+                    .select_from(DecisionRecord)
+                    .where(DecisionRecord.campaign_id == s.id)
                 ).scalar()
                 == 0
             )
@@ -143,7 +145,7 @@ async def test_pause_resume_and_stop_mid_cycle(dev_env, settings, engine, smtp, 
         for _ in range(300):
             st = await handle.query(CampaignLoopWorkflow.status)
             for p in st.pending_approvals:
-                from liftloop.stages import ApprovalDecision
+                from liftloop.loop.payloads import ApprovalDecision
 
                 await handle.execute_update(
                     CampaignLoopWorkflow.decide_approval,
@@ -167,7 +169,7 @@ async def test_copywriter_variants_are_cited_guarded_and_sent(
     smtp,  # type: ignore[no-untyped-def]
     task_queue,
 ):
-    from liftloop.tables import Variant
+    from liftloop.loop.tables import Variant
 
     s, _, out = await _run(
         dev_env,
@@ -213,7 +215,7 @@ async def test_thompson_policy_logs_propensities_and_learns(
 ):
     import json
 
-    from liftloop.tables import BanditState
+    from liftloop.loop.tables import BanditState
 
     s, _, out = await _run(
         dev_env,
@@ -228,9 +230,12 @@ async def test_thompson_policy_logs_propensities_and_learns(
     assert out.cycles == 2
     with engine.connect() as conn:
         rows = conn.execute(
-            select(Decision.cycle, Decision.holdout, Decision.propensity, Decision.policy).where(
-                Decision.campaign_id == s.id
-            )
+            select(
+                DecisionRecord.cycle,
+                DecisionRecord.holdout,
+                DecisionRecord.propensity,
+                DecisionRecord.policy,
+            ).where(DecisionRecord.campaign_id == s.id)
         ).all()
         states = conn.execute(
             select(BanditState.cycle, BanditState.state)
@@ -281,8 +286,8 @@ async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore
 ):
     import json
 
-    from liftloop.activities.next_best_action import model_name
-    from liftloop.tables import BanditState
+    from liftloop.loop.next_best_action import model_name
+    from liftloop.loop.tables import BanditState
     from tools.cdp.people import buckets_for
     from tools.models.registry import ModelRegistry
 
@@ -300,28 +305,28 @@ async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore
     with engine.connect() as conn:
         rows = conn.execute(
             select(
-                Decision.cycle,
-                Decision.profile_id,
-                Decision.holdout,
-                Decision.arm,
-                Decision.propensity,
-                Decision.expected_margin,
-                Decision.model_versions,
-                Decision.feature_hash,
-                Decision.trace_id,
-                Decision.outcome_orders,
-            ).where(Decision.campaign_id == s.id)
+                DecisionRecord.cycle,
+                DecisionRecord.profile_id,
+                DecisionRecord.holdout,
+                DecisionRecord.arm,
+                DecisionRecord.propensity,
+                DecisionRecord.expected_margin,
+                DecisionRecord.model_versions,
+                DecisionRecord.feature_hash,
+                DecisionRecord.trace_id,
+                DecisionRecord.outcome_orders,
+            ).where(DecisionRecord.campaign_id == s.id)
         ).all()
         nothing_sent = conn.execute(
             select(func.count())
             .select_from(OutboxMessage)
             .join(
-                Decision,
-                (Decision.profile_id == OutboxMessage.profile_id)
-                & (Decision.campaign_id == OutboxMessage.campaign_id)
-                & (Decision.cycle == OutboxMessage.cycle),
+                DecisionRecord,
+                (DecisionRecord.profile_id == OutboxMessage.profile_id)
+                & (DecisionRecord.campaign_id == OutboxMessage.campaign_id)
+                & (DecisionRecord.cycle == OutboxMessage.cycle),
             )
-            .where(Decision.campaign_id == s.id, Decision.arm == "none")
+            .where(DecisionRecord.campaign_id == s.id, DecisionRecord.arm == "none")
         ).scalar()
         states = conn.execute(
             select(BanditState.state).where(BanditState.campaign_id == s.id)
@@ -352,7 +357,7 @@ async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore
     )
 
     # The log is complete bandit feedback: off-policy evaluation reads it as exported.
-    from liftloop.decision_log import export_bandit_log
+    from liftloop.loop.decision_log import export_bandit_log
     from tools.models.ope import evaluate_policy, read_decision_log, reward_table
 
     export = export_bandit_log(engine, s.id)
@@ -399,8 +404,10 @@ async def test_nba_leaves_people_over_the_frequency_cap_alone(  # type: ignore[n
         )
         second = dict(
             conn.execute(
-                select(Decision.profile_id, Decision.arm).where(
-                    Decision.campaign_id == s.id, Decision.cycle == 2, Decision.holdout.is_(False)
+                select(DecisionRecord.profile_id, DecisionRecord.arm).where(
+                    DecisionRecord.campaign_id == s.id,
+                    DecisionRecord.cycle == 2,
+                    DecisionRecord.holdout.is_(False),
                 )
             ).all()
         )

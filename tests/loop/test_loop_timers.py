@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from liftloop.campaigns import loop_input
-from liftloop.tables import ApprovalRequest, CycleResult
+from liftloop.loop.tables import ApprovalRequest, CycleResult
 from liftloop.temporal import build_worker
 from tests.loop.helpers import spec
 from tools.simulation.customers import generate_customers

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from liftloop.temporal import build_worker
@@ -18,10 +19,10 @@ async def test_budget_workflow_on_the_composed_worker(
     dev_env,
     settings,
     task_queue,  # type: ignore[no-untyped-def]
-    shared_data: Path,
+    data_file: Callable[[str], Path],
 ) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shared_data / "pymc_marketing_mmm_roas_data.csv", settings.data_dir / "mmm.csv")
+    shutil.copy(data_file("pymc_marketing_mmm_roas_data.csv"), settings.data_dir / "mmm.csv")
     plan = BudgetAllocationInput(
         plan_id=f"plan-{uuid.uuid4().hex[:8]}",
         source=MMMSource(csv_path="mmm.csv", date_column="date", target="y", controls=["z"]),

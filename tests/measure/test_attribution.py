@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ MODELS = ["markov", "shapley", "first", "last", "linear", "time_decay"]
 
 
 @pytest.fixture(scope="module")
-def path_data(shared_data: Path) -> list[Journey]:
-    return read_journeys(shared_data / "channelattribution_PathData.csv")
+def path_data(data_file: Callable[[str], Path]) -> list[Journey]:
+    return read_journeys(data_file("channelattribution_PathData.csv"))
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -26,14 +27,16 @@ def test_totals_are_conserved_on_the_path_data(path_data: list[Journey], model: 
     assert result.total_conversions == pytest.approx(sum(j.conversions for j in path_data))
 
 
-def test_first_and_last_touch_match_an_independent_count(shared_data: Path) -> None:
+def test_first_and_last_touch_match_an_independent_count(
+    data_file: Callable[[str], Path],
+) -> None:
     first, last = Counter[str](), Counter[str]()
-    with (shared_data / "channelattribution_PathData.csv").open() as fh:
+    with data_file("channelattribution_PathData.csv").open() as fh:
         for row in csv.DictReader(fh, delimiter=";"):
             touches = row["path"].split(" > ")
             first[touches[0]] += float(row["total_conversions"])
             last[touches[-1]] += float(row["total_conversions"])
-    journeys = read_journeys(shared_data / "channelattribution_PathData.csv")
+    journeys = read_journeys(data_file("channelattribution_PathData.csv"))
     for model, expected in (("first", first), ("last", last)):
         got = {c.channel: c.conversions for c in attribute(journeys, model).channels}  # type: ignore[arg-type]
         assert got == pytest.approx(dict(expected))

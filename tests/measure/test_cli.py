@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from liftloop.cli_measure import register
+from liftloop.cli.measure import register
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +23,13 @@ def run(app: typer.Typer, *args: str) -> tuple[int, dict[str, object]]:
     return result.exit_code, json.loads(result.stdout)
 
 
-def test_experiment_analyze_on_hillstrom(app: typer.Typer, shared_data: Path) -> None:
+def test_experiment_analyze_on_hillstrom(
+    app: typer.Typer, data_file: Callable[[str], Path]
+) -> None:
     code, out = run(
         app,
         "experiment", "analyze",
-        "--csv", str(shared_data / "hillstrom_minethatdata_2008.csv"),
+        "--csv", str(data_file("hillstrom_minethatdata_2008.csv")),
         "--arm-column", "segment", "--control", "No E-Mail", "--metric", "visit",
         "--json",
     )  # fmt: skip
@@ -83,10 +86,10 @@ def test_experiment_power(app: typer.Typer) -> None:
 
 
 def test_mmm_fit_then_allocate_from_its_curves(
-    app: typer.Typer, shared_data: Path, tmp_path: Path
+    app: typer.Typer, data_file: Callable[[str], Path], tmp_path: Path
 ) -> None:
     code, out = run(
-        app, "mmm", "fit", "--csv", str(shared_data / "pymc_marketing_mmm_roas_data.csv"),
+        app, "mmm", "fit", "--csv", str(data_file("pymc_marketing_mmm_roas_data.csv")),
         "--date-column", "date", "--target", "y", "--channels", "x1,x2", "--controls", "z",
         "--bootstrap", "0", "--json",
     )  # fmt: skip
@@ -110,9 +113,9 @@ def test_mmm_fit_then_allocate_from_its_curves(
     assert alloc["total_spend"] == pytest.approx(1.2)
 
 
-def test_mmm_fit_bad_input(app: typer.Typer, shared_data: Path) -> None:
+def test_mmm_fit_bad_input(app: typer.Typer, data_file: Callable[[str], Path]) -> None:
     code, out = run(
-        app, "mmm", "fit", "--csv", str(shared_data / "pymc_marketing_mmm_roas_data.csv"),
+        app, "mmm", "fit", "--csv", str(data_file("pymc_marketing_mmm_roas_data.csv")),
         "--date-column", "date", "--target", "y", "--channels", "x1,nope", "--json",
     )  # fmt: skip
     assert code == 2 and str(out["error"]).startswith("channels: unknown column 'nope'")
@@ -135,9 +138,9 @@ def test_allocate_budget_below_minimums(app: typer.Typer, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("model", ["markov", "shapley", "first", "last", "linear"])
-def test_attribution(app: typer.Typer, shared_data: Path, model: str) -> None:
+def test_attribution(app: typer.Typer, data_file: Callable[[str], Path], model: str) -> None:
     code, out = run(
-        app, "attribution", "--paths", str(shared_data / "channelattribution_PathData.csv"),
+        app, "attribution", "--paths", str(data_file("channelattribution_PathData.csv")),
         "--model", model, "--json",
     )  # fmt: skip
     assert code == 0
@@ -147,9 +150,9 @@ def test_attribution(app: typer.Typer, shared_data: Path, model: str) -> None:
     assert total == pytest.approx(out["total_conversions"])
 
 
-def test_attribution_unknown_model(app: typer.Typer, shared_data: Path) -> None:
+def test_attribution_unknown_model(app: typer.Typer, data_file: Callable[[str], Path]) -> None:
     code, out = run(
-        app, "attribution", "--paths", str(shared_data / "channelattribution_PathData.csv"),
+        app, "attribution", "--paths", str(data_file("channelattribution_PathData.csv")),
         "--model", "magic", "--json",
     )  # fmt: skip
     assert code == 2 and str(out["error"]).startswith("model:")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ from tools.measure.mmm import LiftTest, MMMConfig, MMMData, _adstock, fit_mmm, r
 ROAS_CSV = "pymc_marketing_mmm_roas_data.csv"
 
 
-def true_roas(shared_data: Path) -> dict[str, float]:
+def true_roas(path: Path) -> dict[str, float]:
     """Ground truth in the file: y − y0c is the channel's effect (100 × x_effect)."""
     import csv
 
-    with (shared_data / ROAS_CSV).open() as fh:
+    with path.open() as fh:
         rows = list(csv.DictReader(fh))
     out = {}
     for ch, counterfactual in (("x1", "y01"), ("x2", "y02")):
@@ -72,12 +73,12 @@ def test_hill_saturation_fits_and_exports_hill_curves() -> None:
         assert ch.roas == pytest.approx(truth[ch.channel], rel=0.25)
 
 
-def test_recovers_pymc_marketing_roas_ground_truth(shared_data: Path) -> None:
+def test_recovers_pymc_marketing_roas_ground_truth(data_file: Callable[[str], Path]) -> None:
     # z drives both x1 and y in this simulation (PyMC-Marketing's ROAS example); controlling for
     # it, the model should recover the true ROAS of both channels. The file's x_adstock columns
     # show the simulated adstock: normalised geometric over 4 weeks.
-    truth = true_roas(shared_data)
-    data = read_mmm_csv(shared_data / ROAS_CSV, "date", "y", ["x1", "x2"], ["z"])
+    truth = true_roas(data_file(ROAS_CSV))
+    data = read_mmm_csv(data_file(ROAS_CSV), "date", "y", ["x1", "x2"], ["z"])
     result = fit_mmm(data, MMMConfig(n_bootstrap=0, n_starts=2, adstock_max_lag=4))
     got = {c.channel: c.roas for c in result.channels}
     assert got["x1"] == pytest.approx(truth["x1"], rel=0.05)
@@ -90,9 +91,11 @@ def test_recovers_pymc_marketing_roas_ground_truth(shared_data: Path) -> None:
     assert default[1].roas == pytest.approx(truth["x2"], rel=0.20)
 
 
-def test_lift_test_calibration_pulls_roas_toward_the_experiment(shared_data: Path) -> None:
-    truth = true_roas(shared_data)
-    data = read_mmm_csv(shared_data / ROAS_CSV, "date", "y", ["x1", "x2"])
+def test_lift_test_calibration_pulls_roas_toward_the_experiment(
+    data_file: Callable[[str], Path],
+) -> None:
+    truth = true_roas(data_file(ROAS_CSV))
+    data = read_mmm_csv(data_file(ROAS_CSV), "date", "y", ["x1", "x2"])
     config = MMMConfig(n_bootstrap=0, n_starts=1)
     plain = fit_mmm(data, config).channels[0].roas
     test = LiftTest(channel="x1", roas=truth["x1"], roas_se=5.0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tools.allocator.curves import ResponseCurve
 from tools.allocator.solver import AllocationRequest, ChannelSpec, allocate
-from tools.measure.decision import Decision
+from tools.measure.decision import StopDecision
 from tools.measure.report import (
     ArmCounts,
     CampaignReportInput,
@@ -55,7 +55,7 @@ def test_report_writes_charts_and_self_contained_html(tmp_path: Path) -> None:
             ),
         ],
         allocation=allocation,
-        decision=Decision(action="continue", reason="not_yet_conclusive", cycle=4),
+        decision=StopDecision(action="continue", reason="not_yet_conclusive", cycle=4),
     )
     files = write_campaign_report(report, tmp_path / "out")
     assert [p.name for p in files.charts] == [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,9 +148,12 @@ def test_bad_input_names_the_field() -> None:
     [("visit", 0.1828, 0.1062), ("conversion", 0.0125, 0.0057), ("spend", 1.42, 0.65)],
 )
 def test_hillstrom_mens_email_matches_published_figures(
-    shared_data: Path, metric: str, published_treat: float, published_control: float
+    data_file: Callable[[str], Path],
+    metric: str,
+    published_treat: float,
+    published_control: float,
 ) -> None:
-    groups = read_arm_groups(shared_data / "hillstrom_minethatdata_2008.csv", "segment", metric)
+    groups = read_arm_groups(data_file("hillstrom_minethatdata_2008.csv"), "segment", metric)
     assert groups["Mens E-Mail"].mean == pytest.approx(published_treat, abs=0.005)
     assert groups["No E-Mail"].mean == pytest.approx(published_control, abs=0.005)
     analysis = analyze_arms(groups, "No E-Mail")
@@ -160,8 +164,10 @@ def test_hillstrom_mens_email_matches_published_figures(
     assert analysis.srm is not None and not analysis.srm.mismatch
 
 
-def test_hillstrom_cuped_on_history_narrows_spend_interval(shared_data: Path) -> None:
-    path = shared_data / "hillstrom_minethatdata_2008.csv"
+def test_hillstrom_cuped_on_history_narrows_spend_interval(
+    data_file: Callable[[str], Path],
+) -> None:
+    path = data_file("hillstrom_minethatdata_2008.csv")
     groups = read_arm_groups(path, "segment", "spend", covariate="history")
     plain = analyze_arms(groups, "No E-Mail")
     cuped = analyze_arms(groups, "No E-Mail", cuped=True)

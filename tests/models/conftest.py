@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ def _one_openmp_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cdnow_sample(shared_data: Path) -> Transactions:
-    return read_transactions(shared_data / "lifetimes_CDNOW_sample.txt")
+def cdnow_sample(data_file: Callable[[str], Path]) -> Transactions:
+    return read_transactions(data_file("lifetimes_CDNOW_sample.txt"))
 
 
 @pytest.fixture(scope="session")
@@ -60,5 +60,5 @@ class Hillstrom:
 
 
 @pytest.fixture(scope="session")
-def hillstrom(shared_data: Path) -> Hillstrom:
-    return Hillstrom(shared_data / "hillstrom_minethatdata_2008.csv")
+def hillstrom(data_file: Callable[[str], Path]) -> Hillstrom:
+    return Hillstrom(data_file("hillstrom_minethatdata_2008.csv"))

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import typer
 from typer.testing import CliRunner
 
-from liftloop.cli_models import register
+from liftloop.cli.models import register
 from tools.models.registry import ModelRegistry
 from tools.models.uplift import TLearner, UpliftModel
 
@@ -18,10 +19,10 @@ def _app() -> typer.Typer:
     return app
 
 
-def test_clv_fit_json_has_exactly_the_documented_shape(shared_data: Path) -> None:
+def test_clv_fit_json_has_exactly_the_documented_shape(data_file: Callable[[str], Path]) -> None:
     result = CliRunner().invoke(
         _app(),
-        ["clv", "fit", "--transactions", str(shared_data / "lifetimes_CDNOW_sample.txt"), "--json"],
+        ["clv", "fit", "--transactions", str(data_file("lifetimes_CDNOW_sample.txt")), "--json"],
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -77,15 +78,15 @@ def test_clv_fit_bad_input_is_one_json_error(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {"error": "transactions: file not found: missing.txt"}
 
 
-def test_ope_on_open_bandit_logs(shared_data: Path) -> None:
+def test_ope_on_open_bandit_logs(data_file: Callable[[str], Path]) -> None:
     result = CliRunner().invoke(
         _app(),
         [
             "ope",
             "--logs",
-            str(shared_data / "obd_random_all.csv"),
+            str(data_file("obd_random_all.csv")),
             "--policy",
-            str(shared_data / "obd_bts_all.csv"),
+            str(data_file("obd_bts_all.csv")),
             "--json",
         ],
     )
@@ -111,10 +112,12 @@ def test_ope_on_a_decision_log_with_a_uniform_policy(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["estimates"]["ipw"]["value"] == 0.5
 
 
-def test_models_train_list_promote_rollback(shared_data: Path, tmp_path: Path) -> None:
+def test_models_train_list_promote_rollback(
+    data_file: Callable[[str], Path], tmp_path: Path
+) -> None:
     app = _app()
     runner = CliRunner()
-    tx = str(shared_data / "lifetimes_CDNOW_sample.txt")
+    tx = str(data_file("lifetimes_CDNOW_sample.txt"))
     reg = ["--registry", str(tmp_path)]
     for _ in range(2):
         res = runner.invoke(

@@ -8,10 +8,10 @@ from tools.models.bandits import ThompsonBandit
 from tools.models.errors import ModelInputError
 from tools.models.nba import (
     ActionSpace,
-    Channel,
+    ChannelOption,
     DecisionContext,
     NbaInputs,
-    Offer,
+    OfferOption,
     decide,
     decision_records,
     exploration_bandit,
@@ -23,10 +23,10 @@ from tools.models.nba import (
 
 SPACE = ActionSpace(
     offers=[
-        Offer(id="ten_off", discount_pct=10, margin_pct=42),
-        Offer(id="twenty_off", discount_pct=20, margin_pct=42),
+        OfferOption(id="ten_off", discount_pct=10, margin_pct=42),
+        OfferOption(id="twenty_off", discount_pct=20, margin_pct=42),
     ],
-    channels=[Channel(id="email", cost=0.01), Channel(id="push", cost=0.002)],
+    channels=[ChannelOption(id="email", cost=0.01), ChannelOption(id="push", cost=0.002)],
     hours=[9, 18],
 )
 

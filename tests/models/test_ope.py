@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +34,16 @@ def test_estimators_recover_a_known_policy_value() -> None:
     assert est["ipw"].ci_low < truth < est["ipw"].ci_high
 
 
-def test_bts_policy_value_from_uniform_random_logs_open_bandit_dataset(shared_data: Path) -> None:
+def test_bts_policy_value_from_uniform_random_logs_open_bandit_dataset(
+    data_file: Callable[[str], Path],
+) -> None:
     # Saito et al. 2020 (arXiv:2008.07146) evaluate the Bernoulli TS policy off-line from the
     # uniform-random logs and compare with its on-policy CTR. For the small sample of campaign
     # "all", the Open Bandit Pipeline's example (st-tech/zr-obp, examples/obd/README.md)
     # reports relative estimation errors DM 0.218, IPW 1.159, DR 0.993. Here the BTS policy is
     # its empirical action distribution in its own log.
-    random_log = read_obd_log(shared_data / "obd_random_all.csv")
-    bts_log = read_obd_log(shared_data / "obd_bts_all.csv", n_actions=random_log.n_actions)
+    random_log = read_obd_log(data_file("obd_random_all.csv"))
+    bts_log = read_obd_log(data_file("obd_bts_all.csv"), n_actions=random_log.n_actions)
     assert random_log.n_actions == 80 and random_log.n_contexts == 3
     np.testing.assert_allclose(random_log.propensities, 1 / 80)
     on_policy = float(bts_log.rewards.mean())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tools.models.activities import ModelActivities
+from liftloop.retraining import RetrainingActivities
 from tools.models.registry import ModelRegistry
 from tools.models.retraining import RetrainInput, RetrainOutput, retraining_schedule
 from workflows.model_retraining import ModelRetrainingWorkflow
@@ -24,7 +24,7 @@ TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     if not TEST_SERVER.exists():
-        pytest.skip("temporal-test-server binary not installed")
+        raise FileNotFoundError(f"{TEST_SERVER} missing: install the dev dependencies (uv sync)")
     environment = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=str(TEST_SERVER)
     )
@@ -32,7 +32,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     await environment.shutdown()
 
 
-async def _run(client: Client, acts: ModelActivities, inp: RetrainInput) -> RetrainOutput:
+async def _run(client: Client, acts: RetrainingActivities, inp: RetrainInput) -> RetrainOutput:
     queue = f"models-{uuid.uuid4().hex[:8]}"
     with ThreadPoolExecutor(max_workers=2) as pool:
         async with Worker(
@@ -53,10 +53,11 @@ async def _run(client: Client, acts: ModelActivities, inp: RetrainInput) -> Retr
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_retrains_only_when_needed(
-    env: WorkflowEnvironment, shared_data: Path, tmp_path: Path
+    env: WorkflowEnvironment, data_file: Callable[[str], Path], tmp_path: Path
 ) -> None:
     registry = ModelRegistry(tmp_path)
-    acts = ModelActivities(registry, shared_data)
+    # The activity resolves the input's relative file name inside this data root.
+    acts = RetrainingActivities(registry, data_file("lifetimes_CDNOW_sample.txt").parent)
     inp = RetrainInput(transactions="lifetimes_CDNOW_sample.txt")
 
     first = await _run(env.client, acts, inp)

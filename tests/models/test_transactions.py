@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -11,12 +12,12 @@ from tools.models.transactions import Transactions, read_transactions, summarise
 
 
 def test_sample_summary_matches_the_published_calibration_summary(
-    cdnow_summary, shared_data: Path
+    cdnow_summary, data_file: Callable[[str], Path]
 ) -> None:
     # lifetimes ships the 39-week calibration summary of the same 2,357 customers (x, t_x, T,
     # zbar rounded to 2 decimals); ours must agree to that rounding.
     ref = np.genfromtxt(
-        shared_data / "lifetimes_cdnow_customers_summary_with_transactions.csv",
+        data_file("lifetimes_cdnow_customers_summary_with_transactions.csv"),
         delimiter=",",
         names=True,
     )
@@ -37,14 +38,14 @@ def test_identical_rows_are_reported_and_kept(cdnow_sample: Transactions) -> Non
     assert "21 identical rows kept" in cdnow_sample.warnings()[0]
 
 
-def test_drop_duplicates_drops_them(shared_data: Path) -> None:
-    tx = read_transactions(shared_data / "lifetimes_CDNOW_sample.txt", drop_duplicates=True)
+def test_drop_duplicates_drops_them(data_file: Callable[[str], Path]) -> None:
+    tx = read_transactions(data_file("lifetimes_CDNOW_sample.txt"), drop_duplicates=True)
     assert tx.customer_index.size == 6919 - 21
     assert "dropped" in tx.warnings()[0]
 
 
-def test_master_file_with_header_and_no_sample_index(shared_data: Path) -> None:
-    tx = read_transactions(shared_data / "lifetimes_CDNOW_master.txt")
+def test_master_file_with_header_and_no_sample_index(data_file: Callable[[str], Path]) -> None:
+    tx = read_transactions(data_file("lifetimes_CDNOW_master.txt"))
     assert tx.rows_read == 69659
     assert len(tx.customer_ids) == 23570
     assert not tx.bad_rows

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from liftloop.cli_policies import register
+from liftloop.cli.policies import register
 
 FILES = Path(__file__).parents[2] / "policies" / "files"
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,9 @@ from policies import Decision, ModelInput, Policy, RetrievedDocument, check_mode
 from policies.injection import score_injection
 
 
-def test_recall_on_giskard_prompt_injections(shared_data: Path) -> None:
+def test_recall_on_giskard_prompt_injections(data_file: Callable[[str], Path]) -> None:
     # Giskard-AI/prompt-injections (MIT): 35 attack prompts, jailbreaks and hijacking; all positive.
-    with (shared_data / "giskard_prompt_injections.csv").open(encoding="utf-8") as handle:
+    with data_file("giskard_prompt_injections.csv").open(encoding="utf-8") as handle:
         prompts = [row["prompt"] for row in csv.DictReader(handle)]
     assert len(prompts) == 35
     recall = sum(score_injection(p).flagged() for p in prompts) / len(prompts)

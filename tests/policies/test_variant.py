@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies import Decision, Offer, Policy, VariantProposal, check_variant
+from policies import Decision, OfferTerms, Policy, VariantProposal, check_variant
 
 DE_FOOTER = " Abmelden: {unsubscribe_url} {imprint}"
 US_FOOTER = " Unsubscribe: {unsubscribe_url} {sender_address}"
@@ -23,7 +23,7 @@ def de_variant(**changes: Any) -> VariantProposal:
         "language": "de",
         "subject": "Hallo {first_name}, neue Herbstfarben",
         "body": "Entdecke die neue Kollektion mit kostenlosem Rückversand." + DE_FOOTER,
-        "offer": Offer(discount_pct=10, margin_pct=45),
+        "offer": OfferTerms(discount_pct=10, margin_pct=45),
         "slot_names": DE_SLOTS,
     }
     return VariantProposal(**(fields | changes))
@@ -128,7 +128,7 @@ def test_tone_rules(de_policy: Policy) -> None:
 
 def test_offer_rules(de_policy: Policy) -> None:
     def offer_verdict(**offer: Any) -> tuple[Decision, tuple[str, ...]]:
-        verdict = check_variant(de_variant(offer=Offer(**offer)), de_policy)
+        verdict = check_variant(de_variant(offer=OfferTerms(**offer)), de_policy)
         return verdict.decision, verdict.rule_ids
 
     assert offer_verdict(discount_pct=15, margin_pct=45)[0] is Decision.ALLOW
@@ -216,7 +216,7 @@ def test_variant_span_carries_decision_but_no_copy(de_policy: Policy, spans: Any
 def test_no_discount_above_the_limit_is_allowed(
     de_policy: Policy, discount: float, segment: str, product_class: str
 ) -> None:
-    offer = Offer(
+    offer = OfferTerms(
         discount_pct=discount, margin_pct=95, segment=segment, product_class=product_class
     )
     verdict = check_variant(de_variant(offer=offer), de_policy)

@@ -124,9 +124,13 @@ def test_hnsw_graph_is_saved_and_dropped_on_change(tmp_path: Path) -> None:
     index.upsert([_chunk(i) for i in range(300)], vectors)
     everyone = SearchFilter()
     first, _ = index.vector_ranking(vectors[7], index.mask(everyone), 5)
-    assert first[0] == 7 and (tmp_path / "hnsw.usearch").exists()
+
+    def current() -> Path:
+        return tmp_path / (tmp_path / "CURRENT").read_text().strip()
+
+    assert first[0] == 7 and (current() / "hnsw.usearch").exists()
     reopened = EmbeddedIndex(tmp_path, hnsw_min_size=100)
     again, _ = reopened.vector_ranking(vectors[7], reopened.mask(everyone), 5)
     assert again.tolist() == first.tolist()
     reopened.delete_documents(["d7"])
-    assert not (tmp_path / "hnsw.usearch").exists()
+    assert not (current() / "hnsw.usearch").exists()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,9 +100,9 @@ def test_prompt_injection_is_flagged_at_ingestion(tmp_path: Path, embedder: Nano
     assert [c.meta.heading for c in flagged] == ["Supplier note"]
 
 
-def test_detector_flags_every_public_injection_sample(shared_data: Path) -> None:
+def test_detector_flags_every_public_injection_sample(data_file: Callable[[str], Path]) -> None:
     # Giskard-AI/prompt-injections: 35 jailbreak and hijacking prompts (positives only).
-    with (shared_data / "giskard_prompt_injections.csv").open(encoding="utf-8") as rows:
+    with data_file("giskard_prompt_injections.csv").open(encoding="utf-8") as rows:
         prompts = [row["prompt"] for row in csv.DictReader(rows)]
     assert len(prompts) == 35
     assert sum(bool(injection_rules(p)) for p in prompts) == 35

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,11 @@ def _segment(row: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def rates(shared_data: Path) -> dict[tuple[str, str], tuple[float, float, float, int]]:
+def rates(
+    data_file: Callable[[str], Path],
+) -> dict[tuple[str, str], tuple[float, float, float, int]]:
     acc: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
-    with (shared_data / "hillstrom_minethatdata_2008.csv").open() as fh:
+    with data_file("hillstrom_minethatdata_2008.csv").open() as fh:
         for row in csv.DictReader(fh):
             for key in ((row["segment"], _segment(row)), (row["segment"], "all")):
                 a = acc[key]

@@ -14,8 +14,8 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from liftloop.tables import Consent, Profile
-from tools.cdp._sql import chunks, cols
+from tools.cdp.sql import chunks, cols
+from tools.cdp.tables import Consent, Profile
 
 tracer = trace.get_tracer("liftloop.cdp")
 _CO = cols(Consent)

@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from liftloop.tables import Event
-from tools.cdp._sql import as_utc, bulk_write, chunks, cols, table_of, utcnow
 from tools.cdp.contracts import ContractRegistry
-from tools.cdp.tables import EngagementCount, ProfileFeatures
+from tools.cdp.sql import as_utc, bulk_write, chunks, cols, table_of, utcnow
+from tools.cdp.tables import EngagementCount, Event, ProfileFeatures
 
 tracer = trace.get_tracer("liftloop.cdp")
 _EV = cols(Event)

@@ -22,20 +22,6 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, delete, func, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from liftloop.tables import Consent, Event, Profile
-from tools.cdp._sql import (
-    bulk_write,
-    bulk_write_columns,
-    chunks,
-    cols,
-    driver_time,
-    fetch_in,
-    insert,
-    one_writer_at_a_time,
-    table_of,
-    upsert,
-    utcnow,
-)
 from tools.cdp.consent import WITHDRAWING_EVENTS, withdrawals
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import MessageError
@@ -50,10 +36,26 @@ from tools.cdp.messages import (
     _clean_strings,
     parse_many,
 )
+from tools.cdp.sql import (
+    bulk_write,
+    bulk_write_columns,
+    chunks,
+    cols,
+    driver_time,
+    fetch_in,
+    insert,
+    one_writer_at_a_time,
+    table_of,
+    upsert,
+    utcnow,
+)
 from tools.cdp.tables import (
+    Consent,
     EngagementCount,
+    Event,
     Identity,
     MergeRecord,
+    Profile,
     ProfileFeatures,
     QuarantinedMessage,
     SegmentMember,

@@ -24,7 +24,7 @@ from pydantic_core import PydanticSerializationError, to_json
 from tools.cdp.errors import MessageError
 
 MAX_BATCH = 1000
-Channel = Literal["email", "sms", "push", "ads"]
+ConsentChannel = Literal["email", "sms", "push", "ads"]
 Purpose = Literal["marketing", "personalisation", "analytics", "ads"]
 LawfulBasis = Literal[
     "consent",
@@ -104,7 +104,7 @@ class ConsentStatement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     purpose: Purpose
-    channel: Channel
+    channel: ConsentChannel
     granted: bool
     lawful_basis: LawfulBasis = Field(default="consent", alias="lawfulBasis")
 

@@ -10,11 +10,10 @@ from opentelemetry import trace
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from liftloop.tables import Profile
-from tools.cdp._sql import as_utc, chunks, cols, insert, utcnow
 from tools.cdp.errors import CdpError, UnknownIdentityError
 from tools.cdp.identity import KINDS, normalise
-from tools.cdp.tables import BucketAssignment, Identity
+from tools.cdp.sql import as_utc, chunks, cols, insert, utcnow
+from tools.cdp.tables import BucketAssignment, Identity, Profile
 
 tracer = trace.get_tracer("liftloop.cdp")
 _BA = cols(BucketAssignment)

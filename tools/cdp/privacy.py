@@ -1,34 +1,39 @@
 """Erasure and export of one person's data, with an audit log entry for each.
 
 Erasure removes what identifies the person (profile, identities, traits, consents, quarantined
-messages, bucket assignments, personal event properties, outbox recipients) and replaces their id
-with a fresh random pseudonym wherever rows feed aggregates (events, decisions, audience
-snapshots, outbox), so measured lift and revenue still add up.
+messages, bucket assignments, personal event properties) and replaces their id with a fresh
+random pseudonym wherever rows feed aggregates (events), so revenue still adds up. Other stores
+that hold the person's rows (the campaign loop's decisions and outbox) take part through
+`PersonStore`s that the caller passes: they run in the same transaction under the same
+pseudonym, so the CDP knows nothing of them.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from liftloop.tables import AudienceMember, Consent, Decision, Event, OutboxMessage, Profile
-from tools.cdp._sql import cols, insert, one_writer_at_a_time, table_of, utcnow
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import UnknownIdentityError
 from tools.cdp.ingest import PEOPLE_WRITER
 from tools.cdp.people import profile_of
+from tools.cdp.sql import cols, insert, one_writer_at_a_time, table_of, utcnow
 from tools.cdp.tables import (
     AuditEntry,
     BucketAssignment,
+    Consent,
     EngagementCount,
+    Event,
     Identity,
     MergeRecord,
+    Profile,
     ProfileFeatures,
     QuarantinedMessage,
     SegmentChange,
@@ -42,6 +47,18 @@ tracer = trace.get_tracer("liftloop.cdp")
 PERSONAL_KEYS = frozenset(
     {"email", "phone", "name", "first_name", "last_name", "address", "ip", "user_agent"}
 )
+
+
+class PersonStore(Protocol):
+    """Another store's rows about a person, erased and exported with the CDP's."""
+
+    def erase(self, conn: Connection, profile_id: str, pseudonym: str) -> Mapping[str, int]:
+        """Rows changed per table, once the person's id became `pseudonym` or was removed."""
+        ...
+
+    def export(self, conn: Connection, profile_id: str) -> Mapping[str, list[dict[str, Any]]]:
+        """The person's rows per section, as JSON-ready data."""
+        ...
 
 
 class ErasureReport(BaseModel):
@@ -69,7 +86,12 @@ def _scrub(name: str, props: Any, registry: ContractRegistry) -> dict[str, Any]:
 
 
 def erase_person(
-    engine: Engine, any_id: str, registry: ContractRegistry, *, actor: str
+    engine: Engine,
+    any_id: str,
+    registry: ContractRegistry,
+    *,
+    actor: str,
+    stores: Sequence[PersonStore] = (),
 ) -> ErasureReport:
     """Erase the person behind `any_id` in one transaction and log it under a pseudonym."""
     with tracer.start_as_current_span("cdp.erase_person") as span:
@@ -92,20 +114,8 @@ def erase_person(
                     [{"b_id": e[0], "b_props": _scrub(e[1], e[2], registry)} for e in events],
                 )
             rows["events_pseudonymised"] = len(events)
-            for model, label in (
-                (Decision, "decisions"),
-                (AudienceMember, "audience_members"),
-            ):
-                t = table_of(model)
-                rows[label] = conn.execute(
-                    update(t).where(t.c.profile_id == pid).values(profile_id=pseudonym)
-                ).rowcount
-            ob = table_of(OutboxMessage)
-            rows["outbox"] = conn.execute(
-                update(ob)
-                .where(ob.c.profile_id == pid)
-                .values(profile_id=pseudonym, recipient=None)
-            ).rowcount
+            for store in stores:
+                rows.update(store.erase(conn, pid, pseudonym))
             mg = table_of(MergeRecord)
             for column in ("winner", "loser"):
                 conn.execute(update(mg).where(mg.c[column].in_(ids)).values({column: pseudonym}))
@@ -133,7 +143,6 @@ def erase_person(
                 rows[label] = conn.execute(delete(table_of(model)).where(where)).rowcount
             _audit(conn, "erase", pseudonym, actor, {"rows": rows})
         span.set_attribute("cdp.events_pseudonymised", rows["events_pseudonymised"])
-        span.set_attribute("cdp.decisions", rows["decisions"])
         return ErasureReport(pseudonym=pseudonym, rows=rows)
 
 
@@ -147,15 +156,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def export_person(engine: Engine, any_id: str, *, actor: str) -> dict[str, Any]:
+def json_rows(conn: Connection, model: Any, where: Any) -> list[dict[str, Any]]:
+    """The rows of `model` that match `where`, as JSON-ready dicts (times in ISO 8601)."""
+    t = table_of(model)
+    return [_jsonable(dict(r)) for r in conn.execute(select(t).where(where)).mappings()]
+
+
+def export_person(
+    engine: Engine, any_id: str, *, actor: str, stores: Sequence[PersonStore] = ()
+) -> dict[str, Any]:
     """Everything the CDP holds about the person behind `any_id`, as JSON-ready data."""
     with tracer.start_as_current_span("cdp.export_person") as span:
         with engine.begin() as conn:
             pid, ids = _person(conn, any_id)
 
             def rows(model: Any, where: Any) -> list[dict[str, Any]]:
-                t = table_of(model)
-                return [_jsonable(dict(r)) for r in conn.execute(select(t).where(where)).mappings()]
+                return json_rows(conn, model, where)
 
             q = cols(QuarantinedMessage)
             data: dict[str, Any] = {
@@ -170,12 +186,12 @@ def export_person(engine: Engine, any_id: str, *, actor: str) -> dict[str, Any]:
                 "engagement": rows(EngagementCount, cols(EngagementCount).profile_id == pid),
                 "segments": rows(SegmentMember, cols(SegmentMember).profile_id == pid),
                 "buckets": rows(BucketAssignment, cols(BucketAssignment).assigned_id.in_(ids)),
-                "decisions": rows(Decision, cols(Decision).profile_id == pid),
-                "outbox": rows(OutboxMessage, cols(OutboxMessage).profile_id == pid),
                 "quarantine": rows(
                     QuarantinedMessage, or_(q.user_id.in_(ids), q.anonymous_id.in_(ids))
                 ),
             }
+            for store in stores:
+                data.update(store.export(conn, pid))
             _audit(
                 conn,
                 "export",

@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 
-from tools.cdp._sql import chunks, cols, table_of, utcnow
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import MessageError
 from tools.cdp.ingest import ingest_on
 from tools.cdp.messages import AnyMessage, parse_message
+from tools.cdp.sql import chunks, cols, table_of, utcnow
 from tools.cdp.tables import QuarantinedMessage
 
 tracer = trace.get_tracer("liftloop.cdp")

@@ -28,12 +28,11 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from liftloop.domain import parse_duration
-from liftloop.tables import Event, Profile
-from tools.cdp._sql import as_utc, cols, table_of, utcnow
 from tools.cdp.consent import CHANNELS, PURPOSES, has_consent
 from tools.cdp.errors import CdpError
-from tools.cdp.tables import SegmentChange, SegmentMember, SegmentSnapshot
+from tools.cdp.sql import as_utc, cols, table_of, utcnow
+from tools.cdp.tables import Event, Profile, SegmentChange, SegmentMember, SegmentSnapshot
+from tools.durations import parse_duration
 
 tracer = trace.get_tracer("liftloop.cdp")
 _EV = cols(Event)

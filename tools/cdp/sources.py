@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from tools.cdp._sql import cols, insert, utcnow
 from tools.cdp.errors import CdpError
+from tools.cdp.sql import cols, insert, utcnow
 from tools.cdp.tables import Source
 
 # Keys from settings (LIFTLOOP_API_KEYS) act for this source.

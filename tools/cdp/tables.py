@@ -1,6 +1,8 @@
-"""The CDP's own tables, on the same SQLModel metadata as `liftloop.tables`.
+"""All of the CDP's tables: profiles, consents, events, identities, traits, features,
+segments, quarantine and the privacy log. The loop's own tables live beside the loop; both share
+SQLModel's metadata so one `create_all` makes a database.
 
-`ensure_cdp_tables(engine)` creates them (and the foundation's tables) where they are missing.
+`ensure_cdp_tables(engine)` creates them where they are missing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,61 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from liftloop import tables as _foundation
+# The purchase-history segments a profile can carry (the Hillstrom data's mens, womens and
+# both). Decisioning learns per segment, so it indexes its posteriors by this order.
+PROFILE_SEGMENTS = ("mens", "womens", "both")
 
 # For the CDP's tables keyed by text or several columns, with small rows. A SQLite rowid table
 # with such a key keeps the rows in one B-tree and the key again in a second; WITHOUT ROWID keeps
 # one, so an ingested batch writes fewer pages. Other databases ignore the option.
 WITHOUT_ROWID = {"sqlite_with_rowid": False}
+
+
+class Profile(SQLModel, table=True):
+    __tablename__ = "profiles"
+
+    id: str = Field(primary_key=True)
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    country: str = Field(default="US", index=True)
+    timezone: str = "UTC"
+    language: str = "en"
+    # Purchase-history segment as in the Hillstrom data: mens, womens or both.
+    segment: str = Field(default="womens", index=True)
+    source_batch: str = Field(default="", index=True)
+    traits: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+
+
+class Consent(SQLModel, table=True):
+    __tablename__ = "consents"
+    __table_args__ = (
+        Index("ix_consents_lookup", "profile_id", "channel", "purpose", "recorded_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    profile_id: str = Field(foreign_key="profiles.id")
+    channel: str
+    purpose: str
+    granted: bool
+    source: str = "import"
+    lawful_basis: str = "consent"
+    recorded_at: datetime
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_profile_name_time", "profile_id", "name", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(unique=True)
+    # Indexed through ix_events_profile_name_time, whose first column it is: a second index
+    # would cost every insert without serving any query.
+    profile_id: str
+    name: str
+    occurred_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class Source(SQLModel, table=True):
@@ -192,13 +243,13 @@ class AuditEntry(SQLModel, table=True):
 
 # PostgreSQL answers event-window conditions ("an order in the last 365 days") fastest by an
 # index-only range scan of this index, hashed against the profiles; measured 3x faster on
-# 10M events than scanning the table. SQLite's per-profile lookups use the foundation's
+# 10M events than scanning the table. SQLite's per-profile lookups use the events table's
 # (profile_id, name, occurred_at) index instead, so there it would only slow ingestion down.
 EVENTS_BY_NAME_TIME = Index(
     "ix_events_name_time_profile",
-    _foundation.Event.__table__.c.name,  # type: ignore[attr-defined]
-    _foundation.Event.__table__.c.occurred_at,  # type: ignore[attr-defined]
-    _foundation.Event.__table__.c.profile_id,  # type: ignore[attr-defined]
+    Event.__table__.c.name,  # type: ignore[attr-defined]
+    Event.__table__.c.occurred_at,  # type: ignore[attr-defined]
+    Event.__table__.c.profile_id,  # type: ignore[attr-defined]
 ).ddl_if(dialect="postgresql")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tools.content.errors import ContentError
-from tools.content.generate import Copywriter, agenerate_variant, generate_variant
 from tools.content.guard import CopyGuard, GuardContext, builtin_guard
 from tools.content.models import (
     BodyBlock,
@@ -21,7 +20,6 @@ __all__ = [
     "ContentError",
     "CopyDraft",
     "CopyGuard",
-    "Copywriter",
     "GeneratedVariant",
     "GuardContext",
     "GuardReason",
@@ -29,7 +27,5 @@ __all__ = [
     "SlotSpec",
     "TokenUsage",
     "VariantRequest",
-    "agenerate_variant",
     "builtin_guard",
-    "generate_variant",
 ]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tools.content.errors import ContentError
-from tools.content.generate import Copywriter
+from tools.content.guard import as_sent
 from tools.content.models import GeneratedVariant, VariantRequest
+from tools.content.prompts import default_library
+from tools.content.sms import sms_length
+from tools.rag.knowledge_base import KnowledgeBase
 
 EVALS_DIR = Path(__file__).resolve().parent / "evals"
 tracer = trace.get_tracer("liftloop.content")
@@ -26,6 +30,8 @@ class EvalChecks(BaseModel):
     required: tuple[str, ...] = ()
     banned: tuple[str, ...] = ()
     must_cite: tuple[str, ...] = ()
+    # The body, with each slot at its filled length, fits one SMS (160 GSM / 70 UCS-2).
+    sms_single_message: bool = False
 
 
 class EvalCase(BaseModel):
@@ -96,10 +102,23 @@ def check_variant(
     failures += [f"required: missing {r!r}" for r in checks.required if r not in text]
     failures += [f"banned: contains {b!r}" for b in checks.banned if b.lower() in text.lower()]
     failures += [f"cite: missing {d!r}" for d in checks.must_cite if d not in variant.citations]
+    if checks.sms_single_message:
+        sent = sms_length(as_sent(variant.body, default_library().get(variant.template_id)))
+        if not sent.fits:
+            failures.append(f"sms: {sent.units} {sent.encoding} units > {sent.limit}")
     return failures
 
 
-async def run_eval_set(copywriter: Copywriter, eval_set: EvalSet) -> EvalReport:
+class VariantWriter(Protocol):
+    """What an eval set runs against: the copywriter agent, or any other writer of variants
+    over a knowledge base (whose documents the citations are checked against)."""
+
+    knowledge: KnowledgeBase
+
+    async def generate(self, request: VariantRequest) -> GeneratedVariant: ...
+
+
+async def run_eval_set(copywriter: VariantWriter, eval_set: EvalSet) -> EvalReport:
     with tracer.start_as_current_span("content.prompts_eval") as span:
         known = {c.meta.doc_id for c in copywriter.knowledge.index.all_chunks()}
         results = []

@@ -7,8 +7,11 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from policies import OfferTerms, host_allowed, stated_figures, stated_links
+from policies.figures import offer_grants
 from tools.content.models import CopyDraft, GuardReason, GuardResult
 from tools.content.prompts import SLOT, PromptTemplate
+from tools.content.sms import non_gsm_characters, sms_length
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE = re.compile(r"\+?\d[\d /-]{7,}\d")
@@ -24,6 +27,9 @@ class GuardContext(BaseModel):
     shown_doc_ids: frozenset[str]
     approved_claim_ids: frozenset[str]
     discount_pct: float = 0.0
+    # Domains that links written out in the copy may point to; links normally come only from
+    # slots ({{cta_url}}), so by default any written-out link is rejected.
+    allowed_link_domains: tuple[str, ...] = ()
 
 
 class CopyGuard(Protocol):
@@ -37,6 +43,17 @@ def draft_text(draft: CopyDraft) -> str:
     return f"{draft.subject}\n{draft.preheader}\n{blocks}\n{draft.call_to_action}"
 
 
+def as_sent(text: str, template: PromptTemplate) -> str:
+    """The text with each slot replaced by as many characters as it takes once filled."""
+    sizes = template.limits.slot_chars
+    return SLOT.sub(lambda m: "x" * sizes.get(m.group(1), len(m.group(0))), text)
+
+
+def sms_body(draft: CopyDraft) -> str:
+    """What an SMS carries: the body blocks in order, one space apart (no subject, no CTA)."""
+    return " ".join(b.text.strip() for b in draft.body_blocks if b.text.strip())
+
+
 def builtin_guard(draft: CopyDraft, context: GuardContext) -> GuardResult:
     template = context.template
     limits = template.limits
@@ -46,7 +63,7 @@ def builtin_guard(draft: CopyDraft, context: GuardContext) -> GuardResult:
         reasons.append(GuardReason(rule_id=rule_id, message=message))
 
     body_len = sum(len(b.text) for b in draft.body_blocks)
-    if not draft.subject.strip():
+    if not draft.subject.strip() and limits.subject_max > 0:
         fail("length.subject", "subject is empty")
     if len(draft.subject) > limits.subject_max:
         fail("length.subject", f"subject has {len(draft.subject)} chars, max {limits.subject_max}")
@@ -57,8 +74,36 @@ def builtin_guard(draft: CopyDraft, context: GuardContext) -> GuardResult:
         )
     if body_len > limits.body_max:
         fail("length.body", f"body has {body_len} chars, max {limits.body_max}")
+    if template.channel == "sms":
+        sent = sms_length(as_sent(sms_body(draft), template))
+        if not sent.fits:
+            odd = non_gsm_characters(sms_body(draft))
+            fail(
+                "length.sms",
+                f"the SMS takes {sent.units} {sent.encoding} units as sent, max {sent.limit}"
+                + (f" (not in the GSM alphabet: {''.join(odd)})" if odd else ""),
+            )
+        if draft.call_to_action.strip():
+            fail("sms.call_to_action", "an SMS has no button; put the link slot in the body")
     text = draft_text(draft)
     lowered = text.lower()
+    offer = OfferTerms(discount_pct=context.discount_pct)
+    for figure in stated_figures(text):
+        granted, grants = offer_grants(figure, offer)
+        if not granted:
+            what = "price" if figure.kind == "price" else "discount"
+            fail(
+                f"offer.{what}_mismatch",
+                f"states {figure.text!r} as a {what}, but the offer grants {grants}",
+            )
+    for link in stated_links(text):
+        if link.scheme not in ("", "http", "https") or not host_allowed(
+            link.host, context.allowed_link_domains
+        ):
+            fail(
+                "links.domain_not_allowed",
+                f"links to {link.host or link.scheme + ':'!r}; links come only from the slots",
+            )
     for element in template.required_elements:
         if element not in text:
             fail("required_element", f"missing {element}")

@@ -64,13 +64,6 @@ class ModelRouter:
         self._models: dict[str, Model] = {}
         self._prices = dict(DEFAULT_PRICES_EUR_PER_MTOK if prices is None else prices)
 
-    @classmethod
-    def from_settings(cls) -> ModelRouter:
-        from liftloop.settings import get_settings
-
-        settings = get_settings()
-        return cls(settings.llm_model, settings.llm_small_model)
-
     def name_for(self, task: Task) -> str:
         name = self._names[task]
         return OFFLINE_MODEL_NAME if name in ("", "offline") else name.removeprefix("openai:")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Channel = Literal["email", "push", "sms"]
+CopyChannel = Literal["email", "push", "sms"]
 BlockKind = Literal["greeting", "paragraph", "offer", "product", "claim", "closing", "footer"]
 SlotType = Literal["text", "url"]
 
@@ -66,7 +66,7 @@ class VariantRequest(BaseModel):
 
     campaign_id: str
     arm: str
-    channel: Channel = "email"
+    channel: CopyChannel = "email"
     language: str = "en"
     market: str = "*"
     template_id: str = "winback_email"
@@ -94,7 +94,7 @@ class GeneratedVariant(BaseModel):
 
     campaign_id: str
     arm: str
-    channel: Channel
+    channel: CopyChannel
     language: str
     subject: str
     preheader: str

@@ -83,7 +83,7 @@ class _Composer:
         products = self._usable("catalogue")
         return products[0] if products else None
 
-    def block(self, role: str, *, prefer: str = "", avoid: str = "") -> str:
+    def block(self, role: str, *, prefer: str = "", avoid: str = "", shortest: bool = False) -> str:
         blocks = [b for b in self._usable("blocks") if b["fields"].get("role") == role]
         preferred = [b for b in blocks if prefer and prefer in b["text"]]
         if not preferred and avoid:
@@ -91,11 +91,14 @@ class _Composer:
         pool = preferred or blocks
         if not pool:
             return ""
-        chosen = pool[self._salt() % len(pool)]
+        if shortest:
+            chosen = min(pool, key=lambda b: len(self._fill(b["text"], cite=False)))
+        else:
+            chosen = pool[self._salt() % len(pool)]
         self._cite(chosen)
         return self._fill(chosen["text"])
 
-    def _fill(self, text: str) -> str:
+    def _fill(self, text: str, *, cite: bool = True) -> str:
         product = self.product()
         discount = float(self.params.get("discount_pct") or 0)
         values = {
@@ -103,7 +106,7 @@ class _Composer:
             "offer_end": str(self.params.get("offer_end") or ""),
             "product": product["fields"].get("name", "") if product else "",
         }
-        if "{product}" in text and product:
+        if "{product}" in text and product and cite:
             self._cite(product)
         return _FILL.sub(lambda m: values[m.group(1)], text)
 
@@ -133,6 +136,11 @@ class _Composer:
         task = self.params.get("task", "long_copy")
         has_discount = float(self.params.get("discount_pct") or 0) > 0
         prefer, avoid = ("{discount_pct}", "") if has_discount else ("", "{discount_pct}")
+        if channel == "sms":
+            # No subject or button: message, link slot, opt-out; shortened on a length revision.
+            message = self.block("sms", prefer=prefer, avoid=avoid, shortest=self.shorten)
+            body = " ".join(t for t in (message, "{{cta_url}}", self.block("sms_optout")) if t)
+            return self._draft("", "", [("paragraph", body)], "")
         subject = self.block("subject", prefer=prefer, avoid=avoid)
         if task == "subject_line":
             return self._draft(subject, self.block("preheader"), [], "")

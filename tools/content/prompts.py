@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tools.content.errors import ContentError
-from tools.content.models import Channel, SlotSpec
+from tools.content.models import CopyChannel, SlotSpec
 from tools.rag.models import DocKind
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -42,9 +42,13 @@ class RetrievalStep(BaseModel):
 class TemplateLimits(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    subject_max: int = 60
-    preheader_max: int = 100
-    body_max: int = 1500
+    # 0 means the field must stay empty (an SMS has no subject, a push no preheader).
+    subject_max: int = Field(default=60, ge=0)
+    preheader_max: int = Field(default=100, ge=0)
+    body_max: int = Field(default=1500, ge=0)
+    # How many characters a slot counts for once the send stage fills it (a link's length),
+    # where the length of the message as sent matters: an SMS must fit one message.
+    slot_chars: dict[str, int] = Field(default_factory=dict)
 
 
 class PromptTemplate(BaseModel):
@@ -53,7 +57,7 @@ class PromptTemplate(BaseModel):
     id: str
     version: str
     description: str = ""
-    channel: Channel
+    channel: CopyChannel
     task: Task = "long_copy"
     variables: tuple[TemplateVariable, ...] = ()
     slots: tuple[SlotSpec, ...] = ()

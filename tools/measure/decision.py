@@ -36,7 +36,7 @@ class CycleMeasurement(BaseModel):
     guardrails: list[GuardrailReading] = Field(default_factory=list)
 
 
-class Decision(BaseModel):
+class StopDecision(BaseModel):
     model_config = ConfigDict(frozen=True)
     action: Literal["continue", "ship", "stop"]
     reason: Literal[
@@ -51,7 +51,7 @@ class Decision(BaseModel):
     detail: str = ""
 
 
-def decide(rule: StopRule, history: list[CycleMeasurement]) -> Decision:
+def decide(rule: StopRule, history: list[CycleMeasurement]) -> StopDecision:
     """Apply the rule to the latest cycle; harm stops at once, shipping waits for min_cycles."""
     with tracer.start_as_current_span("measure.decide") as span:
         if not history:
@@ -70,20 +70,20 @@ def decide(rule: StopRule, history: list[CycleMeasurement]) -> Decision:
         return decision
 
 
-def _decide(rule: StopRule, last: CycleMeasurement) -> Decision:
+def _decide(rule: StopRule, last: CycleMeasurement) -> StopDecision:
     cycle, est = last.cycle, last.primary
     harmed = [g.name for g in last.guardrails if g.harmed]
     if rule.stop_on_harm and harmed:
-        return Decision(
+        return StopDecision(
             action="stop", reason="guardrail_harmed", cycle=cycle, detail=", ".join(harmed)
         )
     if rule.stop_on_harm and est.ci_high < 0.0:
-        return Decision(action="stop", reason="primary_harmed", cycle=cycle)
+        return StopDecision(action="stop", reason="primary_harmed", cycle=cycle)
     if cycle >= rule.min_cycles:
         if est.ci_low > 0.0:
-            return Decision(action="ship", reason="lift_ci_low_above_zero", cycle=cycle)
+            return StopDecision(action="ship", reason="lift_ci_low_above_zero", cycle=cycle)
         if rule.futility_max_effect is not None and est.ci_high < rule.futility_max_effect:
-            return Decision(action="stop", reason="futile", cycle=cycle)
+            return StopDecision(action="stop", reason="futile", cycle=cycle)
     if cycle >= rule.max_cycles:
-        return Decision(action="stop", reason="max_cycles", cycle=cycle)
-    return Decision(action="continue", reason="not_yet_conclusive", cycle=cycle)
+        return StopDecision(action="stop", reason="max_cycles", cycle=cycle)
+    return StopDecision(action="continue", reason="not_yet_conclusive", cycle=cycle)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.allocator.curves import ResponseCurve
 from tools.allocator.solver import AllocationResult
-from tools.measure.decision import Decision
+from tools.measure.decision import StopDecision
 from tools.measure.errors import MeasureInputError
 
 tracer = trace.get_tracer("liftloop.measure")
@@ -52,7 +52,7 @@ class CampaignReportInput(BaseModel):
     arms: list[ArmCounts] = Field(default_factory=list)
     curves: list[ChannelCurve] = Field(default_factory=list)
     allocation: AllocationResult | None = None
-    decision: Decision | None = None
+    decision: StopDecision | None = None
 
 
 class ReportFiles(BaseModel):
@@ -173,7 +173,7 @@ def _page(report: CampaignReportInput, sections: list[str]) -> str:
     if report.decision is not None:
         d = report.decision
         parts.append(
-            f"<p>Decision after cycle {d.cycle}: <strong>{esc(d.action)}</strong> "
+            f"<p>StopDecision after cycle {d.cycle}: <strong>{esc(d.action)}</strong> "
             f"({esc(d.reason)}{': ' + esc(d.detail) if d.detail else ''}).</p>"
         )
     if report.lift:

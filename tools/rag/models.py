@@ -80,10 +80,14 @@ class SearchHit(BaseModel):
 
 
 class ParseFailure(BaseModel):
+    """A file that was not ingested. `error` names why: `parse_error`, or a refusal of the path
+    (`symlink_refused`, `outside_root`, `not_regular_file`, `not_found`, `path_refused`)."""
+
     model_config = ConfigDict(frozen=True)
 
     path: str
     reason: str
+    error: str = "parse_error"
 
 
 class IngestReport(BaseModel):
@@ -94,6 +98,8 @@ class IngestReport(BaseModel):
     replaced_documents: int
     injection_flagged: int
     failures: tuple[ParseFailure, ...] = ()
+    # How many of the failures are refused paths (links, outside the folder, devices).
+    refused: int = 0
     snapshot_id: str
 
 

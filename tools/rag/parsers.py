@@ -16,9 +16,9 @@ import yaml
 from pypdf import PdfReader
 
 from tools.rag.models import DocKind
+from tools.rag.sources import SIDECAR_SUFFIX, SourceFile, read_source
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".csv", ".json"}
-SIDECAR_SUFFIX = ".meta.yaml"
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
@@ -45,12 +45,22 @@ class ParsedDocument:
     raw_hash: str
 
 
+def is_supported(name: str) -> bool:
+    return Path(name).suffix.lower() in TEXT_SUFFIXES
+
+
 def parse_file(path: Path) -> ParsedDocument:
+    """Read and parse one file by ingestion's rules (a symlink is refused, never followed)."""
+    return parse_source(read_source(path))
+
+
+def parse_source(source: SourceFile) -> ParsedDocument:
+    path = source.path
     suffix = path.suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
+    if suffix not in TEXT_SUFFIXES or source.raw is None:
         raise ParseError(f"unsupported file type {suffix or '(none)'}")
-    raw = path.read_bytes()
-    meta = _sidecar_meta(path)
+    raw = source.raw
+    meta = _sidecar_meta(path, source.sidecar)
     kind = _infer_kind(path, meta)
     if suffix == ".pdf":
         sections = _parse_pdf(raw)
@@ -75,13 +85,16 @@ def parse_file(path: Path) -> ParsedDocument:
     return ParsedDocument(path, kind, meta, sections, hashlib.sha256(raw).hexdigest())
 
 
-def _sidecar_meta(path: Path) -> dict[str, Any]:
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    if not sidecar.exists():
+def _sidecar_meta(path: Path, raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
         return {}
-    loaded = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
+    name = path.name + SIDECAR_SUFFIX
+    try:
+        loaded = yaml.safe_load(raw.decode("utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ParseError(f"{name} is not valid UTF-8 YAML ({exc})") from exc
     if not isinstance(loaded, dict):
-        raise ParseError(f"{sidecar.name} must hold a mapping")
+        raise ParseError(f"{name} must hold a mapping")
     return loaded
 
 

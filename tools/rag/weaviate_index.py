@@ -125,6 +125,16 @@ class WeaviateIndex:
         )
         return int(result.successful)
 
+    def replace_documents(
+        self, doc_ids: Iterable[str], chunks: Sequence[Chunk], vectors: NDArray[np.float32]
+    ) -> int:
+        """Delete, then upsert (Weaviate has no multi-object transaction; a search in between
+        may miss the document for a moment)."""
+        removed = self.delete_documents(doc_ids)
+        if len(chunks):
+            self.upsert(chunks, vectors)
+        return removed
+
     def all_chunks(self) -> list[Chunk]:
         return [self._chunk(item.properties) for item in self._collection.iterator()]
 

@@ -8,7 +8,7 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from liftloop.tables import Consent, Profile
+from tools.cdp.tables import Consent, Profile
 from tools.simulation.truth import SEGMENT_SHARE, SEGMENTS
 
 _MARKETS = (  # country, time zone, language, share

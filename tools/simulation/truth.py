@@ -13,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-SEGMENTS: tuple[str, ...] = ("mens", "womens", "both")
+from tools.cdp.tables import PROFILE_SEGMENTS
+
+# The simulated people carry the CDP's purchase-history segments.
+SEGMENTS: tuple[str, ...] = PROFILE_SEGMENTS
 # Share of customers per segment in the Hillstrom control arm (9,638 / 9,519 / 2,149 of 21,306).
 SEGMENT_SHARE: dict[str, float] = {"mens": 0.4524, "womens": 0.4468, "both": 0.1008}
 

@@ -1,0 +1,177 @@
+"""The embedded runtime and the demo: `up`, `down`, `status`, `demo`, hidden `serve`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+
+from liftloop import runtime
+from liftloop.cli import client, output
+from liftloop.cli.output import JsonOption
+from liftloop.settings import Settings, get_settings
+
+app = typer.Typer()
+
+
+def register(root: typer.Typer) -> None:
+    """Add these commands to `root`."""
+    root.add_typer(app)
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded runtime: Temporal dev server, SMTP server, worker and API."""
+    settings = get_settings()
+    try:
+        states = runtime.up(settings)
+    except runtime.RuntimeStartError as exc:
+        output.fail_on(exc, code=output.FAILURE)
+    _print_status(states, settings)
+
+
+@app.command()
+def down() -> None:
+    """Stop what `liftloop up` started."""
+    stopped = runtime.down(get_settings())
+    output.show("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status(as_json: JsonOption = False) -> None:
+    """Show the embedded runtime's processes."""
+    settings = get_settings()
+    states = runtime.status(settings)
+    if as_json:
+        output.emit(
+            {s.name: {"running": s.running, "pid": s.pid, "endpoint": s.endpoint} for s in states},
+            as_json=True,
+        )
+        return
+    _print_status(states, settings)
+
+
+def _print_status(states: list[runtime.ServiceState], settings: Settings) -> None:
+    rows = [
+        (
+            s.name,
+            "[green]running[/green]" if s.running else "[dim]stopped[/dim]",
+            s.pid or "",
+            s.endpoint,
+        )
+        for s in states
+    ]
+    output.show(output.table("service", "state", "pid", "endpoint", rows=rows))
+    if settings.embedded_temporal:
+        output.show(f"Temporal UI: {runtime.ui_url(settings)}")
+
+
+@app.command(hidden=True)
+def serve(service: Literal["worker", "smtp", "api"]) -> None:
+    """Run one service in the foreground (used by `liftloop up`)."""
+    from liftloop import services
+
+    settings = get_settings()
+    runner = {
+        "worker": services.serve_worker,
+        "smtp": services.serve_smtp,
+        "api": services.serve_api,
+    }[service]
+    try:
+        runner(settings)
+    except Exception as exc:
+        # Stderr is the service's log file: the traceback belongs there.
+        raise typer.Exit(output.unexpected_error(exc, always_traceback=True)) from None
+
+
+@app.command()
+def demo(
+    profiles: Annotated[int, typer.Option(min=100, help="Synthetic profiles to seed.")] = 20000,
+    cycles: Annotated[int, typer.Option(min=1, max=50, help="Cycles to run.")] = 2,
+    approve_all: Annotated[
+        bool, typer.Option("--approve-all", help="Approve every escalation.")
+    ] = False,
+    approval_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds an escalation waits for an answer before it is rejected."
+        ),
+    ] = 120.0,
+    policy: Annotated[
+        Literal["uniform", "thompson", "nba"],
+        typer.Option(
+            help="Decision policy: uniform, thompson or nba (next best action by expected margin)."
+        ),
+    ] = "uniform",
+    as_json: JsonOption = False,
+) -> None:
+    """Run a whole campaign loop on the embedded default and report lift against the truth."""
+    from liftloop.demo import run_demo
+    from liftloop.telemetry import flush_tracing, setup_tracing
+
+    settings = get_settings().model_copy(update={"approval_timeout_s": approval_timeout})
+    progress = output.console(err=as_json)
+    try:
+        runtime.up(settings)
+    except runtime.RuntimeStartError as exc:
+        output.fail_on(exc, as_json=as_json, code=output.FAILURE)
+    setup_tracing(settings, "cli")
+    seen: set[str] = set()
+
+    def on_status(st: Any) -> None:
+        key = f"cycle {st.cycle}: {st.stage}"
+        if key not in seen:
+            seen.add(key)
+            progress.print(f"[cyan]{st.campaign_id}[/cyan] {key}")
+        for p in st.pending_approvals:
+            if p.request_id not in seen:
+                seen.add(p.request_id)
+                progress.print(
+                    f"  [yellow]approval pending[/yellow] {p.request_id}: {'; '.join(p.reasons)}"
+                )
+                if not approve_all:
+                    progress.print(
+                        f"  answer with: liftloop approvals approve {p.request_id}  (or reject)"
+                    )
+
+    async def main() -> Any:
+        return await run_demo(
+            await client.connect(settings, as_json=as_json),
+            settings,
+            profiles=profiles,
+            cycles=cycles,
+            approve_all=approve_all,
+            policy=policy,
+            on_status=on_status,
+            ui_url=lambda wid: runtime.ui_url(settings, wid),
+        )
+
+    report = client.run(main)
+    flush_tracing()
+    output.emit(report.model_dump(mode="json"), as_json=as_json, human=_demo_table(report))
+
+
+def _demo_table(r: Any) -> Table:
+    rows: list[tuple[str, Any]] = [
+        ("profiles", r.profiles),
+        ("cycles", r.cycles),
+        ("sent", r.sent),
+        ("held out", r.held_out),
+        ("failed", r.failed),
+        ("suppressed", r.suppressed),
+        ("approvals", f"{r.approvals['approved']} approved of {r.approvals['requested']}"),
+        ("duplicates", r.duplicates),
+    ]
+    for metric, lift in r.lifts.items():
+        rows.append(
+            (
+                f"lift on {metric}",
+                f"{lift.estimate:+.5f}  95% CI [{lift.ci_low:+.5f}, {lift.ci_high:+.5f}]"
+                f"  true {lift.true_lift:+.5f}",
+            )
+        )
+    rows += [("Temporal UI", r.temporal_ui), ("trace id", r.trace_id)]
+    return output.table(
+        rows=rows, title=f"campaign {r.campaign_id}: {r.outcome}", show_header=False
+    )

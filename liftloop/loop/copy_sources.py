@@ -1,0 +1,119 @@
+"""Where a variant's copy comes from: the built-in templates or the copywriter agent over the
+knowledge base. Either way one variant per arm, never per person, and no personal data."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from liftloop.loop.builtin_templates import render_variant
+from liftloop.loop.spec import CampaignSpec, Offer
+
+if TYPE_CHECKING:  # the knowledge stack loads only when a campaign asks for the copywriter
+    from agents.copywriter import Copywriter
+
+# The copywriter's template per channel; the campaign's template wins for e-mail.
+CHANNEL_TEMPLATES = {"email": "winback_email", "push": "promo_push", "sms": "promo_sms"}
+# When the offer ends, in the campaign's language (the specs carry no end date yet).
+_OFFER_END = {"en": "Sunday", "de": "Sonntag"}
+_UNSUBSCRIBE = {"en": "Unsubscribe: {unsubscribe_url}", "de": "Abmelden: {unsubscribe_url}"}
+_DOUBLE_BRACE = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+
+
+class ArmCopy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    subject: str
+    body: str
+    template_id: str
+    template_version: str
+    model: str = "template"
+    snapshot_id: str | None = None
+    citations: tuple[str, ...] = ()
+
+
+def builtin_copy(spec: CampaignSpec, offer: Offer, channel: str, arm: str) -> ArmCopy:
+    template, subject, body = render_variant(
+        spec.content.template, spec.content.language, offer.discount_pct
+    )
+    return ArmCopy(
+        subject=subject, body=body, template_id=template.id, template_version=template.version
+    )
+
+
+class CopywriterSource:
+    """Builds the copywriter once per worker, on the first campaign that asks for it.
+
+    The copywriter checks the knowledge index for a newer published generation before every
+    variant (one small file read), so a re-ingest reaches the next generate activity without a
+    restart, and each variant records the snapshot id it was written from.
+    """
+
+    def __init__(self, build: Callable[[], Copywriter]):
+        self._build = build
+        self._lock = threading.Lock()
+        self._copywriter: Copywriter | None = None
+
+    def _get(self) -> Copywriter:
+        with self._lock:
+            if self._copywriter is None:
+                self._copywriter = self._build()
+            return self._copywriter
+
+    def __call__(self, spec: CampaignSpec, offer: Offer, channel: str, arm: str) -> ArmCopy:
+        from tools.content.models import VariantRequest
+
+        copywriter = self._get()
+        template_id = (
+            spec.content.template
+            if channel == "email" and spec.content.template.endswith("_email")
+            else CHANNEL_TEMPLATES[channel]
+        )
+        request = VariantRequest(
+            campaign_id=spec.id,
+            arm=arm,
+            channel=channel,
+            language=spec.content.language,
+            market=spec.content.market,
+            template_id=template_id,
+            brief=spec.content.brief,
+            offer_description=(
+                f"{offer.discount_pct:g} % off" if offer.discount_pct else "no discount"
+            ),
+            discount_pct=offer.discount_pct,
+            offer_end=_OFFER_END.get(spec.content.language, _OFFER_END["en"]),
+        )
+        # Activities run in worker threads, which have no event loop of their own.
+        variant = asyncio.run(copywriter.generate(request))
+        body = _DOUBLE_BRACE.sub(r"{\1}", variant.body)
+        if channel == "email":
+            body = with_compliance_footer(body, spec.content.market, spec.content.language)
+        return ArmCopy(
+            subject=_DOUBLE_BRACE.sub(r"{\1}", variant.subject),
+            body=body,
+            template_id=variant.template_id,
+            template_version=variant.template_version,
+            model=variant.model,
+            snapshot_id=variant.snapshot_id,
+            citations=tuple(variant.citations),
+        )
+
+
+CopySource = Callable[[CampaignSpec, Offer, str, str], ArmCopy]
+
+
+def with_compliance_footer(body: str, market: str, language: str) -> str:
+    """Adds the sender identity the market's law asks for (an imprint in DE and AT, a postal
+    address elsewhere) and the unsubscribe link, unless the copy has them already."""
+    identity = "Impressum: {imprint}" if market in ("DE", "AT") else "{sender_address}"
+    missing = []
+    if "{imprint}" not in body and "{sender_address}" not in body:
+        missing.append(identity)
+    if "{unsubscribe_url}" not in body:
+        missing.append(_UNSUBSCRIBE.get(language, _UNSUBSCRIBE["en"]))
+    return body.rstrip() + "\n\n--\n" + "\n".join(missing) + "\n" if missing else body

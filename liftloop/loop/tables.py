@@ -1,0 +1,135 @@
+"""The campaign loop's tables: audience snapshots, the decision log, variants, approval
+requests, the outbox, cycle results and bandit states. Tables never cross the Temporal boundary;
+payloads live in `liftloop.loop.payloads`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class AudienceMember(SQLModel, table=True):
+    """The audience snapshot of one cycle; activities pass its (campaign, cycle) reference."""
+
+    __tablename__ = "audience_members"
+
+    campaign_id: str = Field(primary_key=True)
+    cycle: int = Field(primary_key=True)
+    profile_id: str = Field(primary_key=True)
+    shard: int = Field(index=True)
+    segment: str
+    # Bit i set: consent granted for the spec's i-th channel.
+    channels: int = 0
+
+
+class DecisionRecord(SQLModel, table=True):
+    """One logged decision per (campaign, cycle, profile): the action, its probability under the
+    policy that ran, what the models expected, and (after the window) what happened — enough to
+    evaluate any other policy off-line. Arm "none" is the next-best-action's "do nothing"."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_shard", "campaign_id", "cycle", "shard"),)
+
+    campaign_id: str = Field(primary_key=True)
+    cycle: int = Field(primary_key=True)
+    profile_id: str = Field(primary_key=True)
+    shard: int
+    segment: str
+    holdout: bool
+    arm: str
+    offer_id: str
+    channel: str
+    propensity: float
+    policy: str
+    decided_at: datetime
+    expected_margin: float | None = None
+    model_versions: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    feature_hash: str | None = None
+    trace_id: str | None = None
+    # Filled by the measure stage from the attribution window's orders.
+    outcome_orders: int | None = None
+    outcome_margin: float | None = None
+
+
+class Variant(SQLModel, table=True):
+    __tablename__ = "variants"
+
+    id: str = Field(primary_key=True)
+    campaign_id: str = Field(index=True)
+    cycle: int
+    arm: str
+    channel: str
+    template_id: str
+    template_version: str
+    subject: str
+    body: str
+    model: str = "template"
+    snapshot_id: str | None = None
+    citations: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    verdict: str = "pending"
+    approved: bool | None = None
+
+
+class ApprovalRequest(SQLModel, table=True):
+    __tablename__ = "approval_requests"
+
+    id: str = Field(primary_key=True)
+    campaign_id: str = Field(index=True)
+    workflow_id: str
+    cycle: int
+    variant_id: str
+    reasons: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    status: str = Field(default="pending", index=True)
+    decided_by: str | None = None
+    note: str | None = None
+    created_at: datetime
+    decided_at: datetime | None = None
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Written before the provider call; its id is the provider's idempotency key."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "cycle", "profile_id", "channel", name="uq_outbox_send"),
+        Index("ix_outbox_shard_status", "campaign_id", "cycle", "shard", "status"),
+    )
+
+    id: str = Field(primary_key=True)
+    campaign_id: str
+    cycle: int
+    profile_id: str
+    channel: str
+    shard: int
+    variant_id: str
+    recipient: str | None = None
+    status: str = "pending"  # pending | sent | failed | suppressed
+    attempts: int = 0
+    provider_id: str | None = None
+    error: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+class CycleResult(SQLModel, table=True):
+    __tablename__ = "cycle_results"
+
+    campaign_id: str = Field(primary_key=True)
+    cycle: int = Field(primary_key=True)
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    measured_at: datetime
+
+
+class BanditState(SQLModel, table=True):
+    """A Thompson-sampling campaign's posteriors after each measured cycle."""
+
+    __tablename__ = "bandit_states"
+
+    campaign_id: str = Field(primary_key=True)
+    cycle: int = Field(primary_key=True)
+    state: str
