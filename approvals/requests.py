@@ -1,5 +1,10 @@
 """Approval requests: listing what waits for a human and delivering a decision to the workflow
-that waits for it (a Temporal update, so the caller learns at once whether it was accepted)."""
+that waits for it (a Temporal update, so the caller learns at once whether it was accepted).
+
+This is liftloop's one approval path (the API and the CLI call it): each decision it delivers
+carries a proof signed with the approval signing key (`liftloop.loop.approvals.sign_decision`),
+which the worker checks; the workflow refuses a decision without one, so an update sent
+straight to Temporal's port approves nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from sqlmodel import col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from liftloop.loop.payloads import ApprovalDecision, ApprovalOutcome
+from liftloop.loop.approvals import PROOF_REFUSED, sign_decision
+from liftloop.loop.payloads import ApprovalOutcome
 from liftloop.loop.tables import ApprovalRequest
 from workflows.campaign_loop import CampaignLoopWorkflow
 
@@ -67,6 +73,18 @@ class ApprovalNotFound(LookupError):
     def __init__(self, request_id: str) -> None:
         self.reason = f"no approval request {request_id}"
         super().__init__(f"{self.field}: {self.reason}")
+
+
+class ApprovalProofRefused(RuntimeError):
+    """The worker refused the proof this process signed: its approval signing key differs from
+    the worker's (set the same LIFTLOOP_APPROVAL_SIGNING_KEY for both, or share the data
+    directory), or the clocks differ by minutes."""
+
+    field = "approval_signing_key"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{self.field}: {reason}")
 
 
 class ApprovalConflict(RuntimeError):
@@ -140,20 +158,26 @@ def approval_workflow(engine: Engine, request_id: str) -> str:
 
 
 async def decide_approval(
-    client: Client, engine: Engine, request_id: str, approved: bool, approver: str, note: str = ""
+    client: Client,
+    engine: Engine,
+    request_id: str,
+    approved: bool,
+    approver: str,
+    note: str = "",
+    *,
+    signing_key: bytes,
 ) -> ApprovalOutcome:
-    """Deliver a human's decision to the waiting workflow (a Temporal update).
+    """Deliver a human's decision to the waiting workflow (a Temporal update), signed with
+    `signing_key` (the approval signing key the worker checks).
 
     The request is claimed in the database first, so concurrent decisions on one request cannot
     both reach the workflow: one wins, the others get ApprovalConflict. A decision the workflow
-    refuses (the request timed out, the campaign stopped or ended) is ApprovalConflict too, and
-    the claim is released."""
+    refuses (the request timed out, the campaign stopped or ended) is ApprovalConflict too, a
+    proof the worker refuses is ApprovalProofRefused; either way the claim is released."""
     workflow_id = approval_workflow(engine, request_id)
     claimed_at = _claim(engine, request_id, approver)
     handle = client.get_workflow_handle(workflow_id)
-    decision = ApprovalDecision(
-        request_id=request_id, approved=approved, approver=approver, note=note
-    )
+    decision = sign_decision(signing_key, request_id, approved, approver, note)
     try:
         outcome: ApprovalOutcome = await handle.execute_update(
             CampaignLoopWorkflow.decide_approval, decision, rpc_timeout=_UPDATE_TIMEOUT
@@ -162,6 +186,8 @@ async def decide_approval(
         _release(engine, request_id, claimed_at)
         cause = exc.cause
         detail = getattr(cause, "message", "") or "refused by the campaign"
+        if getattr(cause, "type", None) == PROOF_REFUSED:
+            raise ApprovalProofRefused(detail.removeprefix("request_id: ")) from None
         raise ApprovalConflict(detail.removeprefix("request_id: ")) from None
     except RPCError as exc:
         _release(engine, request_id, claimed_at)

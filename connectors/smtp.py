@@ -1,19 +1,32 @@
 """Email over SMTP. The outbox id travels as Message-ID, which the receiving side uses to
-accept each message once."""
+accept each message once.
+
+Every header is built by `connectors.headers`; a message it refuses (a recipient that is not
+exactly one address, a control character in a subject) is failed with the reason before any
+SMTP command, and the rest of the batch goes out. The envelope recipient is the one checked
+address, given to RCPT TO apart from the headers, so no header can add a recipient."""
 
 from __future__ import annotations
 
-import base64
 import smtplib
 import socket
 from collections.abc import Sequence
-from email.header import Header
 
+from connectors.headers import (
+    HeaderBuilder,
+    MessageRefused,
+    email_message,
+    message_id_value,
+    parse_mailbox,
+    single_address,
+)
 from connectors.ports import OutboundMessage, SendOutcome, TransientSendError
+
+MESSAGE_ID_DOMAIN = "liftloop"
 
 
 def message_id_header(message_id: str) -> str:
-    return f"<{message_id}@liftloop>"
+    return message_id_value(message_id, MESSAGE_ID_DOMAIN)
 
 
 class SmtpSender:
@@ -21,21 +34,22 @@ class SmtpSender:
 
     def __init__(self, host: str, port: int, sender: str, timeout: float = 30.0):
         self.host, self.port, self.sender, self.timeout = host, port, sender, timeout
+        # A bad configured sender fails here, at start-up, not on every message.
+        self._from_name, self._from_addr = parse_mailbox(sender)
 
-    def _build(self, msg: OutboundMessage) -> bytes:
-        # Built by hand: the email package's header registry costs milliseconds per message.
-        body = base64.encodebytes(msg.body.encode("utf-8")).decode("ascii")
+    def _build(self, msg: OutboundMessage) -> tuple[str, bytes]:
+        """The envelope recipient and the message; MessageRefused when a header is refused."""
+        recipient = single_address(msg.recipient)
         headers = (
-            f"From: {self.sender}\r\n"
-            f"To: {msg.recipient}\r\n"
-            f"Subject: {Header(msg.subject, 'utf-8').encode()}\r\n"
-            f"Message-ID: {message_id_header(msg.id)}\r\n"
-            f"X-Campaign-Id: {msg.campaign_id}\r\n"
-            "MIME-Version: 1.0\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n"
+            HeaderBuilder.for_mail()
+            .address("From", self._from_addr, self._from_name)
+            .address("To", recipient)
+            .text("Subject", msg.subject)
+            .message_id(msg.id, MESSAGE_ID_DOMAIN)
+            .text("X-Campaign-Id", msg.campaign_id)
+            .build()
         )
-        return (headers + body).encode("ascii")
+        return recipient, email_message(headers, msg.body)
 
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
         outcomes: list[SendOutcome] = []
@@ -52,15 +66,19 @@ class SmtpSender:
         return outcomes
 
     def _send_one(self, smtp: smtplib.SMTP, msg: OutboundMessage) -> SendOutcome:
-        code, resp = smtp.mail(self.sender)
+        try:
+            recipient, data = self._build(msg)
+        except MessageRefused as exc:
+            return SendOutcome(message_id=msg.id, status="failed", error=str(exc))
+        code, resp = smtp.mail(self._from_addr)
         if code >= 400:
             smtp.rset()
             return self._refused(msg, code, resp)
-        code, resp = smtp.rcpt(msg.recipient)
+        code, resp = smtp.rcpt(recipient)
         if code >= 400:
             smtp.rset()
             return self._refused(msg, code, resp)
-        code, resp = smtp.data(self._build(msg))
+        code, resp = smtp.data(data)
         if code >= 400:
             return self._refused(msg, code, resp)
         text = resp.decode(errors="replace")

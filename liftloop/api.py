@@ -19,6 +19,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from approvals.requests import (
     ApprovalConflict,
     ApprovalNotFound,
+    ApprovalProofRefused,
     ApprovalView,
     approval_workflow,
     decide_approval,
@@ -26,7 +27,7 @@ from approvals.requests import (
 )
 from liftloop import api_cdp
 from liftloop.api_errors import ERROR_RESPONSES, ApiError, install_error_handling
-from liftloop.api_input import KEY_SCHEMES, read_json, require_known_key
+from liftloop.api_input import KEY_SCHEMES, api_key_bytes, read_json, require_known_key
 from liftloop.campaigns import (
     CampaignEnded,
     CampaignNotFound,
@@ -39,6 +40,7 @@ from liftloop.campaigns import (
     list_campaigns,
     start_campaign,
 )
+from liftloop.credentials import ensure_credentials, log_warnings
 from liftloop.db import engine_for
 from liftloop.loop.payloads import ApprovalOutcome
 from liftloop.loop.spec import CAMPAIGN_ID_PATTERN, CampaignSpec, parse_spec, text_problem
@@ -89,6 +91,11 @@ def _campaign_id(campaign_id: str) -> str:
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
+    """The app. Its keys are resolved first (`liftloop.credentials`): `LIFTLOOP_API_KEYS`, else
+    the key generated in `<data_dir>/secrets/api-key`; a public value such as `dev-key` is a
+    startup error (InsecureSettingError) unless `LIFTLOOP_DEV_MODE=true`."""
+    credentials = ensure_credentials(settings)
+    log_warnings(credentials)
     state: dict[str, Client] = {"client": client} if client is not None else {}
     app = FastAPI(title="liftloop", version="0.1.0", responses=ERROR_RESPONSES)
     install_error_handling(
@@ -103,7 +110,8 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.include_router(api_cdp.router)
     app.dependency_overrides[api_cdp.get_cdp_engine] = lambda: engine
     app.dependency_overrides[api_cdp.get_cdp_settings] = lambda: settings
-    keys = [k.get_secret_value().encode("utf-8", "surrogatepass") for k in settings.api_keys]
+    app.dependency_overrides[api_cdp.get_cdp_api_keys] = lambda: list(credentials.api_keys)
+    keys = api_key_bytes(credentials.api_keys)
     limit, depth = settings.api_max_body_bytes, settings.api_max_json_depth
 
     def require_key(request: Request) -> None:
@@ -115,7 +123,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 
             try:
                 state["client"] = await connect(settings)
-            except RuntimeError:
+            except (RuntimeError, ValueError):  # unreachable, or a TLS setting is unusable
                 raise ApiError(503, "temporal", "cannot connect to Temporal") from None
         return state["client"]
 
@@ -184,12 +192,20 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         try:
             approval_workflow(engine, request_id)  # an unknown id is 404 without Temporal
             return await decide_approval(
-                await temporal(), engine, request_id, body.approved, body.approver, body.note
+                await temporal(),
+                engine,
+                request_id,
+                body.approved,
+                body.approver,
+                body.note,
+                signing_key=credentials.approval_signing_key,
             )
         except ApprovalNotFound as exc:
             raise ApiError(404, exc.field, exc.reason) from None
         except ApprovalConflict as exc:
             raise ApiError(409, exc.field, exc.reason) from None
+        except ApprovalProofRefused as exc:  # the API's and the worker's keys differ
+            raise ApiError(503, exc.field, exc.reason) from None
 
     def _openapi() -> dict[str, Any]:
         """FastAPI's document plus the schemas of the bodies the routes read themselves."""

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from liftloop.api_errors import ERROR_RESPONSES, ApiError, ShapedRoute
 from liftloop.api_input import KEY_FIELD, KEY_SCHEMES, parse_json, presented_key, read_body
+from liftloop.credentials import api_keys
 from liftloop.db import engine_for
 from liftloop.settings import Settings, get_settings
 from tools.cdp.contracts import ContractRegistry
@@ -51,6 +52,13 @@ def get_cdp_settings() -> Settings:
     return get_settings()
 
 
+def get_cdp_api_keys() -> list[str]:
+    """The API's keys, which also count as a write key (source `settings`); the app overrides
+    it with the keys it resolved at start. Alone, the router makes no key: without
+    `LIFTLOOP_API_KEYS` or a generated key file, only the sources' write keys count."""
+    return api_keys(get_settings(), create=False)
+
+
 def get_cdp_engine() -> Engine:
     return _engine(get_settings().cdp_url)
 
@@ -60,10 +68,9 @@ def get_contracts() -> ContractRegistry:
     return ContractRegistry.load()
 
 
-def _source(key: str, engine: Engine, settings: Settings) -> str:
+def _source(key: str, engine: Engine, keys: list[str]) -> str:
     """The source whose write key the request carries; 401 otherwise."""
-    keys = [k.get_secret_value() for k in settings.api_keys]
-    source = source_for_key(engine, key, keys)
+    source = source_for_key(engine, key, [k for k in keys if k])
     if source is None:
         raise ApiError(401, KEY_FIELD, "unknown write key")
     return source
@@ -92,16 +99,22 @@ def _handle(
             if isinstance(raw, dict) and raw.setdefault("type", kind) != kind:
                 raise MessageError("type", f"must be '{kind}' on /v1/{kind}")
             messages = [(raw, parse_message(raw, strings_checked=clean))]
-        result = ingest_parsed(engine, messages, source=source, registry=get_contracts())
+        result = ingest_parsed(
+            engine,
+            messages,
+            source=source,
+            registry=get_contracts(),
+            max_future_skew=get_settings().cdp_max_future_skew,
+        )
     return JSONResponse(content=result.model_dump())
 
 
 async def _respond(
-    request: Request, kind: str | None, engine: Engine, settings: Settings
+    request: Request, kind: str | None, engine: Engine, settings: Settings, keys: list[str]
 ) -> JSONResponse:
     # The key first: without a known one, nothing of the body is read.
     key = presented_key(request.headers)
-    source = await run_in_threadpool(_source, key, engine, settings)
+    source = await run_in_threadpool(_source, key, engine, keys)
     limit = settings.cdp_max_batch_bytes if kind is None else settings.cdp_max_message_bytes
     body = await read_body(request, limit)
     return await run_in_threadpool(_handle, source, body, kind, engine, settings)
@@ -112,8 +125,9 @@ def _single(kind: str) -> Any:
         request: Request,
         engine: Annotated[Engine, Depends(get_cdp_engine)],
         settings: Annotated[Settings, Depends(get_cdp_settings)],
+        keys: Annotated[list[str], Depends(get_cdp_api_keys)],
     ) -> JSONResponse:
-        return await _respond(request, kind, engine, settings)
+        return await _respond(request, kind, engine, settings, keys)
 
     endpoint.__name__ = f"ingest_{kind}"
     endpoint.__doc__ = f"Ingest one {kind} message."
@@ -129,6 +143,7 @@ async def ingest_batch(
     request: Request,
     engine: Annotated[Engine, Depends(get_cdp_engine)],
     settings: Annotated[Settings, Depends(get_cdp_settings)],
+    keys: Annotated[list[str], Depends(get_cdp_api_keys)],
 ) -> JSONResponse:
     """Ingest up to 1,000 messages; one unreadable message rejects the whole batch."""
-    return await _respond(request, None, engine, settings)
+    return await _respond(request, None, engine, settings, keys)

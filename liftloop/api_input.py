@@ -78,6 +78,12 @@ def _bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
 
 
+def api_key_bytes(keys: Sequence[str]) -> list[bytes]:
+    """Keys as `key_matches` compares them; an empty key is never one (it would match no
+    request anyway: `presented_key` refuses an empty one)."""
+    return [_bytes(k) for k in keys if k]
+
+
 def key_matches(key: str, known: Sequence[bytes]) -> bool:
     """Whether `key` is one of `known`, in time that does not depend on where they differ (each
     is compared, none skipped)."""

@@ -4,16 +4,21 @@ true response is known, so the measured lift can be checked against the truth.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from opentelemetry import trace
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from approvals.requests import decide_approval, list_approvals
 from liftloop.campaigns import handle_for, start_campaign
+from liftloop.credentials import approval_signing_key
 from liftloop.db import engine_for
 from liftloop.loop.delivery_audit import DeliveryAudit, audit_deliveries
 from liftloop.loop.spec import CampaignSpec, parse_spec
@@ -22,8 +27,90 @@ from liftloop.settings import Settings
 from tools.simulation.customers import generate_customers
 from workflows.campaign_loop import CampaignLoopOutput, CampaignLoopWorkflow, CampaignStatus
 
+log = logging.getLogger("liftloop.demo")
 tracer = trace.get_tracer("liftloop.demo")
 DEMO_WINDOW_S = 5.0
+# How long the demo keeps waiting while Temporal cannot be reached: a restart of the dev server
+# takes seconds (its state is on SQLite); this is for one that does not come back.
+UNREACHABLE_LIMIT_S = 300.0
+_RPC_TIMEOUT = timedelta(seconds=5)
+# The client's own retries gave up on these: the server may be restarting. Anything else (the
+# workflow failed, was terminated, is unknown) is an answer, not an outage.
+_OUTAGE = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class TemporalUnreachable(RuntimeError):
+    """Temporal could not be reached for longer than the demo waits; `field` and `reason` as
+    the CLI prints them."""
+
+    field = "temporal"
+
+    def __init__(self, seconds: float, cause: BaseException) -> None:
+        self.reason = (
+            f"unreachable for {seconds:.0f} s while waiting for the campaign"
+            f" ({type(cause).__name__}: {cause}); it goes on in Temporal:"
+            " see `liftloop campaign status`"
+        )
+        super().__init__(f"{self.field}: {self.reason}")
+
+
+def _outage(exc: BaseException) -> bool:
+    if isinstance(exc, RPCError):
+        return exc.status in _OUTAGE
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+async def wait_for_result(
+    handle: WorkflowHandle[Any, CampaignLoopOutput],
+    poll: Callable[[], Awaitable[None]],
+    *,
+    unreachable_limit_s: float = UNREACHABLE_LIMIT_S,
+    interval_s: float = 0.5,
+) -> CampaignLoopOutput:
+    """The campaign's result, calling `poll` (status, approvals) every `interval_s` meanwhile.
+
+    A restart of Temporal breaks the result's long poll and the queries: the wait starts again,
+    with backoff (`interval_s` doubling to 5 s), until the campaign ends, or raises
+    TemporalUnreachable once no call has succeeded for `unreachable_limit_s`."""
+    last_contact = time.monotonic()
+    backoff = interval_s
+    while True:
+        result = asyncio.ensure_future(handle.result())
+        try:
+            while not result.done():
+                try:
+                    await poll()
+                    last_contact, backoff = time.monotonic(), interval_s
+                except Exception as exc:  # an outage, a refused approval: the next poll retries
+                    log.debug("demo: poll failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.wait({result}, timeout=interval_s)
+            return result.result()
+        except Exception as exc:
+            if not _outage(exc):
+                raise
+            away = time.monotonic() - last_contact
+            if away > unreachable_limit_s:
+                raise TemporalUnreachable(away, exc) from exc
+            log.warning(
+                "temporal unreachable (%s); waiting for the campaign again in %.1f s",
+                getattr(exc, "message", None) or type(exc).__name__,
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+        finally:
+            if not result.done():
+                result.cancel()
 
 
 class DemoReport(BaseModel):
@@ -89,8 +176,10 @@ async def run_demo(
     ui_url: Callable[[str], str],
     on_status: Callable[[CampaignStatus], None] = lambda s: None,
     task_queue: str | None = None,
+    unreachable_limit_s: float = UNREACHABLE_LIMIT_S,
 ) -> DemoReport:
     engine = engine_for(settings.cdp_url)
+    approval_key = approval_signing_key(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     batch = f"demo{stamp}"
     spec = demo_spec(f"demo-{stamp}", batch, cycles, policy)
@@ -103,25 +192,23 @@ async def run_demo(
         await asyncio.to_thread(generate_customers, engine, profiles, batch=batch)
         started = await start_campaign(client, settings, spec, task_queue=task_queue)
         handle = handle_for(client, spec.id)
-        result_task = asyncio.ensure_future(handle.result())
-        while not result_task.done():
-            try:
-                status = await handle.query(CampaignLoopWorkflow.status)
-                on_status(status)
-                if approve_all:
-                    for req in list_approvals(engine, "pending", spec.id):
-                        await decide_approval(
-                            client,
-                            engine,
-                            req.request_id,
-                            True,
-                            "demo:--approve-all",
-                            "approved by demo flag",
-                        )
-            except Exception:
-                pass
-            await asyncio.wait({result_task}, timeout=0.5)
-        output: CampaignLoopOutput = result_task.result()
+
+        async def poll() -> None:
+            status = await handle.query(CampaignLoopWorkflow.status, rpc_timeout=_RPC_TIMEOUT)
+            on_status(status)
+            if approve_all:
+                for req in list_approvals(engine, "pending", spec.id):
+                    await decide_approval(
+                        client,
+                        engine,
+                        req.request_id,
+                        True,
+                        "demo:--approve-all",
+                        "approved by demo flag",
+                        signing_key=approval_key,
+                    )
+
+        output = await wait_for_result(handle, poll, unreachable_limit_s=unreachable_limit_s)
     return build_report(
         engine,
         settings,

@@ -1,5 +1,6 @@
 """A person's erasure and export across every store that holds their rows: the CDP's own, and
-the campaign loop's, composed here so that neither knows of the other."""
+the campaign loop's (its tables and the file outboxes under `Settings.outbox_dir`), composed
+here so that neither knows of the other."""
 
 from __future__ import annotations
 
@@ -7,19 +8,32 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from liftloop.loop.privacy import LoopRecords
+from liftloop.loop.privacy import LoopRecords, OutboxFiles
+from liftloop.settings import Settings, get_settings
 from tools.cdp import privacy
 from tools.cdp.contracts import ContractRegistry
-from tools.cdp.privacy import ErasureReport
+from tools.cdp.privacy import ErasureReport, PersonStore
 
-STORES = (LoopRecords(),)
+
+def stores(settings: Settings | None = None) -> tuple[PersonStore, ...]:
+    """The loop's participants: its tables, then the file outboxes of `settings` (the
+    process's settings by default)."""
+    settings = settings or get_settings()
+    return (LoopRecords(), OutboxFiles(settings.outbox_dir))
 
 
 def erase_person(
-    engine: Engine, any_id: str, registry: ContractRegistry, *, actor: str
+    engine: Engine,
+    any_id: str,
+    registry: ContractRegistry,
+    *,
+    actor: str,
+    settings: Settings | None = None,
 ) -> ErasureReport:
-    return privacy.erase_person(engine, any_id, registry, actor=actor, stores=STORES)
+    return privacy.erase_person(engine, any_id, registry, actor=actor, stores=stores(settings))
 
 
-def export_person(engine: Engine, any_id: str, *, actor: str) -> dict[str, Any]:
-    return privacy.export_person(engine, any_id, actor=actor, stores=STORES)
+def export_person(
+    engine: Engine, any_id: str, *, actor: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    return privacy.export_person(engine, any_id, actor=actor, stores=stores(settings))

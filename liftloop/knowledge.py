@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from liftloop.credentials import knowledge_signing_key
 from liftloop.settings import Settings
 
 # The bundled sample brand knowledge, so the embedded default writes real, cited copy.
@@ -18,12 +19,14 @@ if TYPE_CHECKING:  # the knowledge stack (embeddings, index) loads only when it 
 
 
 def open_knowledge(settings: Settings) -> KnowledgeBase:
-    """The embedded knowledge base under the data directory (`<data_dir>/knowledge`)."""
+    """The embedded knowledge base under the data directory (`<data_dir>/knowledge`), its
+    snapshots signed with `LIFTLOOP_KNOWLEDGE_SIGNING_KEY` or the key generated in
+    `<data_dir>/secrets/` (`liftloop.credentials`; a public value is refused)."""
     from tools.rag.knowledge_base import open_knowledge_base
 
     return open_knowledge_base(
         settings.data_dir,
-        signing_key=settings.knowledge_signing_key.get_secret_value().encode(),
+        signing_key=knowledge_signing_key(settings),
         embedding_model=settings.embedding_model,
     )
 

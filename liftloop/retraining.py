@@ -26,8 +26,10 @@ from tools.models.transactions import (
 FEATURES = ["x", "t_x", "T", "mean_value"]
 
 
-def _drift_features(s: RfmSummary) -> dict[str, np.ndarray]:
-    # Rates and values, not ages: ages shift with every new window even when nothing changed.
+def drift_features(s: RfmSummary) -> dict[str, np.ndarray]:
+    """What drift is judged on, per customer of a calibration summary: the purchase rate and
+    the repeat buyers' mean value. Rates and values, not ages: ages shift with every new
+    window even when nothing changed."""
     repeat = s.x > 0
     return {"purchase_rate": s.x / np.maximum(s.T, 1.0), "repeat_value": s.mean_value[repeat]}
 
@@ -62,10 +64,10 @@ class RetrainingActivities:
         start, end = self._window(inp)
         if meta.training_end is None:
             return DriftCheck(serving_version=meta.version, drifted=True)
-        before = _drift_features(
+        before = drift_features(
             summarise(tx, date.fromisoformat(meta.training_end), calibration_start=start)
         )
-        now = _drift_features(summarise(tx, end, calibration_start=start))
+        now = drift_features(summarise(tx, end, calibration_start=start))
         values = {k: psi(before[k], now[k]) for k in before}
         return DriftCheck(
             serving_version=meta.version,

@@ -3,6 +3,7 @@ local SMTP server, each a background process with a pid file and a log in the da
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from liftloop.credentials import (
+    PRIVATE_UMASK,
+    Credentials,
+    InsecureSettingError,
+    ensure_credentials,
+)
 from liftloop.settings import Settings
 
 SERVICES = ("temporal", "smtp", "worker", "api")
@@ -65,6 +72,12 @@ def _pid(settings: Settings, name: str) -> int | None:
         return None
     except PermissionError:
         pass
+    # A service this process started (`demo`, the benchmarks) that has died stays a zombie,
+    # which signal 0 still finds, until it is reaped.
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            f.unlink(missing_ok=True)
+            return None
     return pid
 
 
@@ -136,6 +149,7 @@ def start_service(settings: Settings, name: str) -> int:
         stdin=subprocess.DEVNULL,
         env=env,
         start_new_session=True,
+        umask=PRIVATE_UMASK,  # the service's files (Temporal's database too) stay private
     )
     (_run_dir(settings) / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
@@ -149,8 +163,11 @@ def wait_ready(settings: Settings, name: str, timeout: float = 60.0) -> None:
             tail = _log_path(settings, name).read_text(errors="replace")[-800:]
             raise RuntimeStartError(f"{name}: exited during start-up; log tail:\n{tail}")
         if endpoint is None:
-            if (_run_dir(settings) / f"{name}.ready").exists():
-                return
+            # Written by the service itself; one left by a killed predecessor names its pid.
+            ready = _run_dir(settings) / f"{name}.ready"
+            with contextlib.suppress(FileNotFoundError):
+                if ready.read_text().strip() == str(_pid(settings, name)):
+                    return
         elif _port_open(*endpoint):
             return
         time.sleep(0.1)
@@ -159,7 +176,17 @@ def wait_ready(settings: Settings, name: str, timeout: float = 60.0) -> None:
     )
 
 
+def prepare_credentials(settings: Settings) -> Credentials:
+    """The keys, generated in `<data_dir>/secrets/` on first run (the data directory made
+    private, 0700); a public key value is a RuntimeStartError naming its setting."""
+    try:
+        return ensure_credentials(settings)
+    except InsecureSettingError as exc:
+        raise RuntimeStartError(str(exc)) from None
+
+
 def up(settings: Settings) -> list[ServiceState]:
+    prepare_credentials(settings)
     for name in _wanted(settings):
         start_service(settings, name)
         wait_ready(settings, name)
@@ -179,6 +206,37 @@ def stop_service(settings: Settings, name: str, timeout: float = 10.0) -> bool:
     (_run_dir(settings) / f"{name}.pid").unlink(missing_ok=True)
     (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
     return True
+
+
+def kill_service(settings: Settings, name: str, timeout: float = 10.0) -> bool:
+    """SIGKILL a service's process group at once, as a crash would (the chaos of
+    bench/reliability.py and the recovery tests); its pid and ready files go, so that
+    `start_service` starts it again."""
+    pid = _pid(settings, name)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid(settings, name):
+        time.sleep(0.02)
+    (_run_dir(settings) / f"{name}.pid").unlink(missing_ok=True)
+    (_run_dir(settings) / f"{name}.ready").unlink(missing_ok=True)
+    return True
+
+
+def restart_service(
+    settings: Settings, name: str, *, down_s: float = 0.0, timeout: float = 60.0
+) -> float:
+    """Stop a service (SIGTERM, as an operator would), leave it down `down_s` seconds, start it
+    again and wait until it is ready; returns the seconds it was away. Temporal's dev server
+    keeps its state in SQLite."""
+    away = time.monotonic()
+    stop_service(settings, name)
+    time.sleep(down_s)
+    start_service(settings, name)
+    wait_ready(settings, name, timeout)
+    return time.monotonic() - away
 
 
 def down(settings: Settings) -> list[str]:

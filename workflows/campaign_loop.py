@@ -123,10 +123,19 @@ _RETRY = RetryPolicy(
     non_retryable_error_types=["PolicyNotFoundError", "ContentError", "SegmentError", "CdpError"],
 )
 _QUICK = workflow.ActivityConfig(start_to_close_timeout=timedelta(minutes=10), retry_policy=_RETRY)
+# A send on a worker that died is noticed by its heartbeat timeout and retried on another
+# worker: the stage heartbeats after every batch of 250 (about 1 s on the local SMTP server),
+# the SDK reports a heartbeat at most every 0.8 x 10 s. The first retry follows 1 s later and
+# no retry waits more than 10 s, also after several crashes in a row. The start-to-close
+# timeout only bounds a hung attempt. (docs/operations.md#recovery)
 _SEND = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(minutes=30),
-    heartbeat_timeout=timedelta(seconds=60),
-    retry_policy=_RETRY,
+    heartbeat_timeout=timedelta(seconds=10),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=10),
+        non_retryable_error_types=_RETRY.non_retryable_error_types,
+    ),
 )
 
 
@@ -142,6 +151,8 @@ class CampaignLoopWorkflow:
         self._pending: dict[str, VariantVerdict] = {}
         self._decided: dict[str, ApprovalOutcome] = {}
         self._reason: str | None = None
+        # Nonces of the approval proofs this run accepted: a proof counts once.
+        self._proof_nonces: set[str] = set()
 
     # -- signals, updates, queries ---------------------------------------------------------
     @workflow.signal
@@ -157,7 +168,32 @@ class CampaignLoopWorkflow:
         self._stop = True
 
     @workflow.update
-    def decide_approval(self, decision: ApprovalDecision) -> ApprovalOutcome:
+    async def decide_approval(self, decision: ApprovalDecision) -> ApprovalOutcome:
+        """A human's decision. It counts only with a proof from liftloop's approval path, which
+        the worker checks (`ApprovalStage.verify_decision`: workflow code cannot read keys); a
+        refused one fails the update (ApprovalProofRefused) and the request stays pending.
+        Histories recorded before the patch took decisions without proof and replay so."""
+        if workflow.patched("approval-proof"):
+            try:
+                await workflow.execute_activity_method(
+                    ApprovalStage.verify_decision, decision, **_VERIFY
+                )
+            except ActivityError as exc:
+                detail = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+                raise ApplicationError(
+                    f"request_id: {decision.request_id}: {detail}",
+                    type="ApprovalProofRefused",
+                    non_retryable=True,
+                ) from None
+            # Checked again: the wait may have timed out, or another decision won, meanwhile.
+            nonce = decision.proof.nonce if decision.proof else ""
+            if decision.request_id not in self._pending or nonce in self._proof_nonces:
+                raise ApplicationError(
+                    f"request_id: {decision.request_id} is no longer pending in this campaign",
+                    type="ApprovalNotPending",
+                    non_retryable=True,
+                )
+            self._proof_nonces.add(nonce)
         verdict = self._pending.pop(decision.request_id)
         outcome = ApprovalOutcome(
             request_id=decision.request_id,
@@ -173,6 +209,15 @@ class CampaignLoopWorkflow:
     def _validate_approval(self, decision: ApprovalDecision) -> None:
         if decision.request_id not in self._pending:
             raise ValueError(f"request_id: {decision.request_id} is not pending in this campaign")
+        # A decision without proof never reaches the handler (validators do not run on replay,
+        # so histories recorded before proofs existed still replay).
+        if decision.proof is None:
+            raise ValueError(
+                f"request_id: {decision.request_id}: a decision needs liftloop's proof"
+                " (decide through liftloop's API or CLI)"
+            )
+        if decision.proof.nonce in self._proof_nonces:
+            raise ValueError(f"request_id: {decision.request_id}: this proof was used already")
 
     @workflow.query
     def status(self) -> CampaignStatus:
@@ -406,3 +451,13 @@ def _timer_s(seconds: float) -> float:
     if not seconds > 0:  # also NaN
         return 0.0
     return min(seconds, MAX_DURATION_S) if math.isfinite(seconds) else MAX_DURATION_S
+
+
+# The check of an approval proof: the update waits for it, so it is bounded well below the
+# update call's own timeout (approvals.requests) and a refusal is final.
+_VERIFY = workflow.ActivityConfig(
+    schedule_to_close_timeout=timedelta(seconds=20),
+    retry_policy=RetryPolicy(
+        maximum_interval=timedelta(seconds=2), non_retryable_error_types=["ApprovalProofRefused"]
+    ),
+)

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from pydantic import SecretStr
 
 from connectors.ads.port import BudgetChange, BudgetChangeOutcome, TransientAdError
+from connectors.headers import HeaderBuilder
 
 tracer = trace.get_tracer("liftloop.connectors.ads")
 
@@ -50,14 +51,15 @@ class GoogleAdsBudgetAdapter:
         self._validate_only = validate_only
 
     def _headers(self) -> dict[str, str]:
-        headers = {
-            "Authorization": f"Bearer {self._access_token.get_secret_value()}",
-            "developer-token": self._developer_token.get_secret_value(),
-            "Content-Type": "application/json",
-        }
+        headers = (
+            HeaderBuilder.for_http()
+            .text("Authorization", f"Bearer {self._access_token.get_secret_value()}")
+            .text("developer-token", self._developer_token.get_secret_value())
+            .text("Content-Type", "application/json")
+        )
         if self._login_customer_id:
-            headers["login-customer-id"] = self._login_customer_id
-        return headers
+            headers.text("login-customer-id", self._login_customer_id)
+        return headers.build().http()
 
     def _resource(self, budget_ref: str) -> str:
         return f"customers/{self._customer_id}/campaignBudgets/{budget_ref}"

@@ -27,6 +27,7 @@ from liftloop.cli import (
     policies,
     system,
 )
+from liftloop.credentials import InsecureSettingError, set_private_umask
 
 
 class RootGroup(TyperGroup):
@@ -64,6 +65,9 @@ class RootGroup(TyperGroup):
         except typer.Abort:
             output.echo("Aborted!", err=True)
             code = output.FAILURE
+        except InsecureSettingError as exc:  # a public key value, or an unusable key file
+            output.echo(f"{typer.style('error:', fg='red')} {exc}", err=True)
+            code = output.USAGE
         except Exception as exc:
             code = output.unexpected_error(exc)
         if standalone_mode:
@@ -95,7 +99,9 @@ for _module in (system, campaign, approvals, cdp, knowledge, measure, models, po
 def main() -> None:
     """The console script. Exits through os._exit after flushing: the Temporal client's threads
     occasionally crash an orderly interpreter shutdown, which must not turn a finished command
-    into a failure."""
+    into a failure. Every file the command and the services it starts create is private to the
+    user (umask 0o077): the data directory holds personal data and keys."""
+    set_private_umask()
     try:
         code = get_command(app).main(standalone_mode=False)
     except SystemExit as exc:  # click's own exits, e.g. a broken pipe

@@ -43,10 +43,19 @@ def approvals_list(
 
 
 def _decide(request_id: str, approved: bool, by: str, note: str) -> None:
-    from approvals.requests import ApprovalNotFound, decide_approval
+    from approvals.requests import (
+        ApprovalConflict,
+        ApprovalNotFound,
+        ApprovalProofRefused,
+        decide_approval,
+    )
+    from liftloop.credentials import approval_signing_key
     from liftloop.db import engine_for
 
     settings = get_settings()
+    # The decision's proof: signed with the key the worker checks (the data directory's, or
+    # LIFTLOOP_APPROVAL_SIGNING_KEY).
+    key = approval_signing_key(settings)
 
     async def main() -> Any:
         return await decide_approval(
@@ -56,11 +65,14 @@ def _decide(request_id: str, approved: bool, by: str, note: str) -> None:
             approved,
             by,
             note,
+            signing_key=key,
         )
 
     try:
         outcome = client.run(main)
-    except ApprovalNotFound as exc:
+    except ApprovalProofRefused as exc:
+        output.fail_on(exc, code=output.FAILURE)
+    except (ApprovalNotFound, ApprovalConflict) as exc:
         output.fail_on(exc)
     output.show(
         f"{request_id}: {'approved' if outcome.approved else 'rejected'} by {outcome.decided_by}"

@@ -1,4 +1,4 @@
-"""`liftloop campaign start|status|decisions|pause|resume|stop`."""
+"""`liftloop campaign start|list|status|decisions|report|pause|resume|stop`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ def campaign_start(
             return await start_campaign(temporal, settings, spec)
         except WorkflowAlreadyStartedError:
             output.fail("id", f"campaign {spec.id} is already running", as_json=as_json)
+        except SpecError as exc:
+            output.fail("spec", str(exc), as_json=as_json)
+        except ValueError as exc:
+            output.fail("settings", str(exc).removeprefix("settings: "), as_json=as_json)
 
     started = client.run(main)
     output.emit(
@@ -62,7 +66,7 @@ def campaign_start(
 @app.command("status")
 def campaign_status_cmd(campaign_id: CampaignId, as_json: JsonOption = False) -> None:
     """Show a campaign's cycle, stage, pending approvals and results."""
-    from liftloop.campaigns import campaign_status
+    from liftloop.campaigns import CampaignNotFound, campaign_status
 
     settings = get_settings()
 
@@ -70,14 +74,16 @@ def campaign_status_cmd(campaign_id: CampaignId, as_json: JsonOption = False) ->
         temporal = await client.connect(settings, as_json=as_json)
         try:
             return await campaign_status(temporal, campaign_id)
-        except Exception as exc:
-            output.fail("campaign_id", f"{campaign_id}: {exc}", as_json=as_json)
+        except CampaignNotFound as exc:
+            output.fail_on(exc, as_json=as_json)
 
     st = client.run(main)
     lines = [
         f"{st.campaign_id}: cycle {st.cycle}, stage {st.stage}, outcome {st.outcome}"
         f"{', paused' if st.paused else ''}"
     ]
+    if st.reason:
+        lines.append(f"  reason: {st.reason}")
     lines += [
         f"  approval pending {p.request_id}: {'; '.join(p.reasons)}" for p in st.pending_approvals
     ]
@@ -88,6 +94,28 @@ def campaign_status_cmd(campaign_id: CampaignId, as_json: JsonOption = False) ->
             f"{lift.estimate:+.5f} [{lift.ci_low:+.5f}, {lift.ci_high:+.5f}]"
         )
     output.emit(st.model_dump(mode="json"), as_json=as_json, human="\n".join(lines))
+
+
+@app.command("list")
+def campaign_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List campaigns, newest first, with their outcome (and why one failed or was stopped)."""
+    from liftloop.campaigns import list_campaigns
+
+    settings = get_settings()
+
+    async def main() -> Any:
+        return await list_campaigns(await client.connect(settings, as_json=as_json), limit)
+
+    campaigns = client.run(main)
+    rows = [(c.campaign_id, c.outcome, c.reason or "") for c in campaigns]
+    output.emit(
+        {"campaigns": [c.model_dump(mode="json") for c in campaigns]},
+        as_json=as_json,
+        human=output.table("campaign", "outcome", "reason", rows=rows),
+    )
 
 
 @app.command("decisions")
@@ -127,20 +155,70 @@ def campaign_decisions(
     )
 
 
+@app.command("report")
+def campaign_report(
+    campaign_id: CampaignId,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for report.html and its PNG charts.", file_okay=False),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Write the campaign's report from its measured cycles: lift with its always-valid
+    interval after each cycle, arm shares, the stop rule's verdict (one HTML page, PNG charts)."""
+    from liftloop.db import engine_for
+    from liftloop.report import campaign_report_input
+    from tools.measure.errors import MeasureInputError
+    from tools.measure.report import write_campaign_report
+
+    report = campaign_report_input(engine_for(get_settings().cdp_url), campaign_id)
+    if report is None:
+        output.fail("campaign_id", f"{campaign_id}: no measured cycles", as_json=as_json)
+    try:
+        files = write_campaign_report(report, out_dir)
+    except MeasureInputError as exc:
+        output.fail("--out", exc.reason, as_json=as_json)
+    except OSError as exc:
+        output.fail("--out", f"{out_dir}: cannot be written ({exc.strerror})", as_json=as_json)
+    decision = report.decision.model_dump() if report.decision else None
+    output.emit(
+        {
+            "campaign_id": campaign_id,
+            "cycles": [a.cycle for a in report.arms],
+            "metric": report.metric,
+            "lift": [p.model_dump() for p in report.lift],
+            "arms": [a.model_dump() for a in report.arms],
+            "decision": decision,
+            "html": str(files.html),
+            "charts": [str(c) for c in files.charts],
+        },
+        as_json=as_json,
+        human=f"{files.html} ({len(files.charts)} charts, {len(report.arms)} cycles)"
+        + (
+            f"; after cycle {decision['cycle']}: {decision['action']} ({decision['reason']})"
+            if decision
+            else ""
+        ),
+    )
+
+
 def _control(campaign_id: str, action: Literal["pause", "resume", "stop"]) -> None:
-    from liftloop.campaigns import control_campaign
+    from liftloop.campaigns import CampaignEnded, CampaignNotFound, control_campaign
 
     settings = get_settings()
 
-    async def main() -> None:
+    async def main() -> Any:
         temporal = await client.connect(settings)
         try:
-            await control_campaign(temporal, campaign_id, action)
-        except Exception as exc:
-            output.fail("campaign_id", f"{campaign_id}: {exc}")
+            return await control_campaign(temporal, campaign_id, action)
+        except (CampaignNotFound, CampaignEnded) as exc:
+            output.fail_on(exc)
 
-    client.run(main)
-    output.show(f"{action}: sent to {campaign_id}")
+    result = client.run(main)
+    output.show(
+        f"{action}: {result.effect} {campaign_id}"
+        + (f" ({result.reason})" if result.reason else "")
+    )
 
 
 @app.command("pause")

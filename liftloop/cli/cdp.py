@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,9 +15,10 @@ from sqlalchemy.engine import Engine
 from liftloop.cli import output
 from liftloop.cli.output import JsonOption
 from liftloop.erasure import erase_person, export_person
+from liftloop.settings import get_settings
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import CdpError, MessageError
-from tools.cdp.ingest import IngestResult, ingest_parsed
+from tools.cdp.ingest import MAX_FUTURE_SKEW, IngestResult, ingest_parsed
 from tools.cdp.messages import parse_many
 from tools.cdp.quarantine import replay_quarantine
 from tools.cdp.segments import count_segment, load_segment_file, snapshot_segment
@@ -49,7 +50,6 @@ AsOfOption = Annotated[
 
 def _engine() -> Engine:
     from liftloop.db import engine_for
-    from liftloop.settings import get_settings
     from tools.cdp.tables import ensure_cdp_tables
 
     engine = engine_for(get_settings().cdp_url)
@@ -79,6 +79,7 @@ def ingest_file(
     source: str,
     registry: ContractRegistry,
     batch_size: int = FILE_BATCH,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
 ) -> IngestResult:
     """Ingest a JSON Lines file in batches; a line that is not JSON is quarantined too."""
     total = IngestResult()
@@ -89,7 +90,14 @@ def ingest_file(
         nonlocal total
         parsed, bad = parse_many(batch)
         bad += unreadable
-        step = ingest_parsed(engine, parsed, source=source, registry=registry, unreadable=bad)
+        step = ingest_parsed(
+            engine,
+            parsed,
+            source=source,
+            registry=registry,
+            unreadable=bad,
+            max_future_skew=max_future_skew,
+        )
         total = IngestResult(
             **{k: getattr(total, k) + getattr(step, k) for k in IngestResult.model_fields}
         )
@@ -125,7 +133,13 @@ def events_ingest(
         if not file.is_file():
             raise CdpError("FILE", f"{file} is not a file")
         registry = ContractRegistry.load(*(contracts or []))
-        result = ingest_file(_engine(), file, source=source, registry=registry)
+        result = ingest_file(
+            _engine(),
+            file,
+            source=source,
+            registry=registry,
+            max_future_skew=get_settings().cdp_max_future_skew,
+        )
     except CdpError as exc:
         output.fail_on(exc, as_json=as_json, split=True)
     output.emit(
@@ -211,7 +225,9 @@ def contracts_replay(
     """Re-check the quarantine against the contracts in force and ingest what now passes."""
     try:
         registry = ContractRegistry.load(*(contracts or []))
-        result = replay_quarantine(_engine(), registry, event=event)
+        result = replay_quarantine(
+            _engine(), registry, event=event, max_future_skew=get_settings().cdp_max_future_skew
+        )
     except CdpError as exc:
         output.fail_on(exc, as_json=as_json, split=True)
     output.emit(result.model_dump(), as_json=as_json)

@@ -19,8 +19,9 @@ def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 async def connect(settings: Settings, *, as_json: bool = False) -> Any:
     """A Temporal client, or the command fails (runtime failure) telling how to start it."""
-    from liftloop.temporal import connect
+    from liftloop.temporal import connect, forward_temporal_logs
 
+    forward_temporal_logs()
     try:
         return await connect(settings)
     except Exception as exc:

@@ -57,8 +57,14 @@ def kb_ingest(
     lines = [
         f"ingested {report.documents} documents, {report.chunks} chunks"
         f" ({report.injection_flagged} flagged), snapshot {report.snapshot_id}"
-    ] + [f"failed: {f.path}: {f.reason}" for f in report.failures]
+    ] + [
+        f"failed: {f.path}: {f.reason}" + (f" [{f.error}]" if f.error else "")
+        for f in report.failures
+    ]
     output.emit(report.model_dump(mode="json"), as_json=as_json, human="\n".join(lines))
+    if report.refused:
+        # A refused file (a link, something outside the folder) is never ingested silently.
+        raise typer.Exit(output.USAGE)
 
 
 @kb.command("search")
@@ -114,7 +120,8 @@ def kb_snapshot(as_json: JsonOption = False) -> None:
 
 @kb.command("verify")
 def kb_verify(snapshot_id: str, as_json: JsonOption = False) -> None:
-    """Check a stored snapshot's signature with the signing key from the settings."""
+    """Check a stored snapshot's signature with the installation's signing key (its setting,
+    or the key generated in the data directory)."""
     from liftloop.knowledge import open_knowledge
     from tools.rag import KnowledgeError
 
@@ -196,6 +203,8 @@ def prompts_eval(
     as_json: JsonOption = False,
 ) -> None:
     """Run each template's eval set (policy, citations, length, required, banned)."""
+    import secrets
+
     from agents.copywriter import Copywriter
     from liftloop.knowledge import model_router, open_knowledge
     from liftloop.settings import get_settings
@@ -215,7 +224,8 @@ def prompts_eval(
         knowledge = KnowledgeBase(
             EmbeddedIndex(),
             embedder_from_name(settings.embedding_model),
-            settings.knowledge_signing_key.get_secret_value().encode(),
+            # An in-memory base for this run only: its snapshots need no lasting key.
+            secrets.token_bytes(32),
         )
         knowledge.ingest([KNOWLEDGE_SAMPLE_DIR])
     copywriter = Copywriter(knowledge, router=model_router(settings))

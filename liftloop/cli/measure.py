@@ -1,4 +1,4 @@
-"""Measurement and budgets: `experiment analyze|power`, `mmm fit`, `allocate`, `attribution`."""
+"""Measurement and budgets: `experiment analyze|power|mde`, `mmm fit`, `allocate`, `attribution`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ from tools.allocator.solver import (
 )
 from tools.measure.analysis import analyze_arms, read_arm_groups
 from tools.measure.attribution import AttributionModel, attribute, read_journeys
-from tools.measure.design import plan_proportion_test
+from tools.measure.design import (
+    MeanPowerResult,
+    PowerResult,
+    plan_mde,
+    plan_mean_test,
+    plan_proportion_test,
+)
 from tools.measure.mmm import MMMConfig, fit_mmm, read_mmm_csv
 
 Correction = Literal["holm", "bonferroni", "none"]
@@ -94,10 +100,29 @@ def experiment_analyze(
     )
 
 
+BaselineOption = Annotated[
+    float | None, typer.Option("--baseline", help="Control conversion rate (a proportion metric).")
+]
+SdOption = Annotated[
+    float | None, typer.Option("--sd", help="Standard deviation per unit (a mean metric).")
+]
+
+
+def _metric(baseline: float | None, sd: float | None, as_json: bool) -> None:
+    """Exactly one of --baseline (conversion rate) and --sd (mean metric)."""
+    if (baseline is None) == (sd is None):
+        output.fail(
+            "baseline",
+            "give --baseline (a conversion rate) or --sd (a mean metric), not both or neither",
+            as_json=as_json,
+        )
+
+
 @experiment_app.command("power")
 def experiment_power(
-    baseline: Annotated[float, typer.Option("--baseline", help="Control conversion rate.")],
     mde: Annotated[float, typer.Option("--mde", help="Smallest change worth detecting.")],
+    baseline: BaselineOption = None,
+    sd: SdOption = None,
     alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
     power: Annotated[float, typer.Option("--power")] = 0.8,
     relative: Annotated[
@@ -106,14 +131,43 @@ def experiment_power(
     arms: Annotated[int, typer.Option("--arms", help="Number of arms incl. control.")] = 2,
     as_json: JsonOption = False,
 ) -> None:
-    """Sample size per arm for a two-sided test of two proportions."""
+    """Sample size per arm for a two-sided test: two proportions (--baseline) or two means
+    (--sd)."""
+    _metric(baseline, sd, as_json)
     try:
-        result = plan_proportion_test(
-            baseline, mde * baseline if relative else mde, alpha, power, arms
-        )
+        if sd is not None:
+            if relative:
+                raise ValueError("relative: needs --baseline")
+            result: PowerResult | MeanPowerResult = plan_mean_test(sd, mde, alpha, power, arms)
+        else:
+            base = float(baseline or 0.0)
+            result = plan_proportion_test(base, mde * base if relative else mde, alpha, power, arms)
     except ValueError as exc:
         output.fail_on(exc, as_json=as_json)
     output.emit(result.model_dump(), as_json=as_json)
+
+
+@experiment_app.command("mde")
+def experiment_mde(
+    n_per_arm: Annotated[int, typer.Option("--n-per-arm", help="Units per arm.")],
+    baseline: BaselineOption = None,
+    sd: SdOption = None,
+    alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
+    power: Annotated[float, typer.Option("--power")] = 0.8,
+    as_json: JsonOption = False,
+) -> None:
+    """Smallest effect a sample detects: a rise in conversion rate (--baseline) or a change
+    of a mean (--sd)."""
+    _metric(baseline, sd, as_json)
+    try:
+        result = plan_mde(n_per_arm, baseline=baseline, sd=sd, alpha=alpha, power=power)
+    except ValueError as exc:
+        output.fail_on(exc, as_json=as_json)
+    payload = result.model_dump()
+    for key in ("baseline", "sd", "relative_mde"):
+        if payload[key] is None:
+            del payload[key]
+    output.emit(payload, as_json=as_json)
 
 
 @mmm_app.command("fit")

@@ -1,7 +1,8 @@
-"""The decisioning models: `clv fit`, `ope`, `models list|train|promote|rollback`."""
+"""The decisioning models: `clv fit|predict`, `ope`, `models list|train|drift|promote|rollback`."""
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import date
 from pathlib import Path
@@ -12,7 +13,15 @@ import typer
 
 from liftloop.cli import output
 from liftloop.cli.output import JsonOption
-from tools.models.clv import fit_summary
+from tools.models.clv import (
+    BgNbdParams,
+    GammaGammaParams,
+    customer_lifetime_value,
+    expected_purchases,
+    fit_summary,
+    probability_alive,
+)
+from tools.models.drift import drift_report
 from tools.models.errors import ModelInputError
 from tools.models.ope import (
     BanditLog,
@@ -26,7 +35,9 @@ from tools.models.registry import ClvArtifact, ModelRegistry
 from tools.models.transactions import (
     DEFAULT_CALIBRATION_END,
     DEFAULT_CALIBRATION_START,
+    RfmSummary,
     TransactionFormat,
+    Transactions,
     read_transactions,
     summarise,
 )
@@ -64,16 +75,23 @@ def _format(fmt: str) -> TransactionFormat:
     raise ModelInputError("format", "must be cdnow or csv")
 
 
-def _fit_clv(
+def _calibration(
     transactions: Path, fmt: TransactionFormat, calibration_end: str | None, drop: bool
-) -> tuple[dict[str, Any], ClvArtifact, str, str]:
+) -> tuple[Transactions, RfmSummary, date | None, date]:
+    """The transactions and their calibration summary (CDNOW files start on 1997-01-01)."""
     tx = read_transactions(transactions, fmt, drop_duplicates=drop)
     try:
         end = date.fromisoformat(calibration_end) if calibration_end else DEFAULT_CALIBRATION_END
     except ValueError as exc:
         raise ModelInputError("calibration_end", "must be a date YYYY-MM-DD") from exc
     start = DEFAULT_CALIBRATION_START if fmt == "cdnow" else None
-    summary = summarise(tx, end, calibration_start=start)
+    return tx, summarise(tx, end, calibration_start=start), start, end
+
+
+def _fit_clv(
+    transactions: Path, fmt: TransactionFormat, calibration_end: str | None, drop: bool
+) -> tuple[dict[str, Any], ClvArtifact, str, str]:
+    tx, summary, start, end = _calibration(transactions, fmt, calibration_end, drop)
     bg, gg = fit_summary(summary)
     payload: dict[str, Any] = {
         "model": "bgnbd",
@@ -137,6 +155,120 @@ def clv_fit(
     except ModelInputError as exc:
         output.fail_on(exc, as_json=as_json)
     output.emit(payload, as_json=as_json)
+
+
+def _serving_clv(
+    registry: Path | None, name: str, option: str
+) -> tuple[str, ClvArtifact, str | None]:
+    """(name:version, artifact, training end) of the serving version of a CLV model; errors
+    name the `option` that gave the name."""
+    try:
+        meta, artifact = _registry(registry).serving(name)
+    except ModelInputError as exc:
+        raise ModelInputError(option, exc.reason) from None
+    if not isinstance(artifact, ClvArtifact):
+        raise ModelInputError(option, f"{name} is a {meta.kind} model, not a CLV model")
+    return f"{meta.name}:{meta.version}", artifact, meta.training_end
+
+
+PREDICTION_COLUMNS = (
+    "customer_id",
+    "x",
+    "t_x",
+    "T",
+    "mean_value",
+    "probability_alive",
+    "expected_purchases",
+    "clv",
+)
+
+
+def _write_predictions(path: Path, summary: RfmSummary, *columns: np.ndarray[Any, Any]) -> None:
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(PREDICTION_COLUMNS)
+            values = (summary.x, summary.t_x, summary.T, summary.mean_value, *columns)
+            for i, customer in enumerate(summary.customer_ids):
+                writer.writerow([customer, *(repr(float(v[i])) for v in values)])
+    except OSError as exc:
+        raise ModelInputError("out", f"{path}: cannot be written ({exc.strerror})") from None
+
+
+@clv_app.command("predict")
+def clv_predict(
+    transactions: Annotated[Path, typer.Option(help="Transaction file.")],
+    out_file: Annotated[
+        Path,
+        typer.Option("--out", help="CSV file to write, one row per customer.", dir_okay=False),
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="cdnow or csv.")] = "cdnow",
+    calibration_end: Annotated[
+        str | None, typer.Option(help="Last day of the calibration period (YYYY-MM-DD).")
+    ] = None,
+    drop_duplicates: Annotated[bool, typer.Option(help="Drop identical rows.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registry name of a CLV model to use (default: fit on the file)."),
+    ] = None,
+    periods: Annotated[int, typer.Option(help="Future periods the CLV sums.")] = 12,
+    period_weeks: Annotated[float, typer.Option(help="Weeks per period.")] = 52.0 / 12.0,
+    discount_rate: Annotated[float, typer.Option(help="Discount rate per period.")] = 0.01,
+    margin: Annotated[float, typer.Option(help="Share of spend that is margin.")] = 1.0,
+    horizon_weeks: Annotated[
+        float | None,
+        typer.Option(help="Weeks of the expected purchases (default: the CLV's periods)."),
+    ] = None,
+    registry: RegistryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per customer: P(alive), expected purchases and CLV, written as CSV."""
+    try:
+        _, summary, _, end = _calibration(
+            transactions, _format(fmt), calibration_end, drop_duplicates
+        )
+        bg: BgNbdParams
+        gg: GammaGammaParams
+        if model is None:
+            bg_fit, gg_fit = fit_summary(summary)
+            bg, gg, source = bg_fit.params, gg_fit.params, f"fitted on {transactions.name}"
+        else:
+            source, artifact, _ = _serving_clv(registry, model, "model")
+            bg, gg = artifact.bgnbd, artifact.gamma_gamma
+        horizon = periods * period_weeks if horizon_weeks is None else horizon_weeks
+        alive = probability_alive(bg, summary.x, summary.t_x, summary.T)
+        purchases = expected_purchases(bg, horizon, summary.x, summary.t_x, summary.T)
+        value = customer_lifetime_value(
+            bg,
+            gg,
+            summary,
+            periods=periods,
+            period_weeks=period_weeks,
+            discount_rate=discount_rate,
+            margin=margin,
+        )
+        _write_predictions(out_file, summary, alive, purchases, value)
+    except ModelInputError as exc:
+        output.fail_on(exc, as_json=as_json)
+    output.emit(
+        {
+            "customers": len(summary.customer_ids),
+            "model": source,
+            "params": bg.model_dump(),
+            "gamma_gamma": gg.model_dump(),
+            "calibration_end": end.isoformat(),
+            "horizon_weeks": horizon,
+            "periods": periods,
+            "period_weeks": period_weeks,
+            "discount_rate": discount_rate,
+            "margin": margin,
+            "probability_alive_mean": float(alive.mean()),
+            "expected_purchases": float(purchases.sum()),
+            "clv": float(value.sum()),
+            "file": str(out_file),
+        },
+        as_json=as_json,
+    )
 
 
 @app.command("ope")
@@ -229,6 +361,51 @@ def models_train(
             "params": payload["params"],
         },
         as_json=as_json,
+    )
+
+
+@models_app.command("drift")
+def models_drift(
+    transactions: Annotated[Path, typer.Option(help="Transaction file of the current window.")],
+    name: Annotated[str, typer.Option(help="Registry name of the CLV model.")] = "clv",
+    fmt: Annotated[str, typer.Option("--format", help="cdnow or csv.")] = "cdnow",
+    calibration_end: Annotated[
+        str | None, typer.Option(help="Last day of the current window (YYYY-MM-DD).")
+    ] = None,
+    registry: RegistryOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """PSI of the purchase rate and repeat value: the serving model's training window against
+    the current one (what the retraining workflow checks)."""
+    from liftloop.retraining import drift_features
+
+    try:
+        serving, _, training_end = _serving_clv(registry, name, "name")
+        if training_end is None:
+            raise ModelInputError("name", f"{serving} records no training end")
+        tx, current, start, end = _calibration(transactions, _format(fmt), calibration_end, False)
+        try:
+            reference_end = date.fromisoformat(training_end)
+        except ValueError:
+            raise ModelInputError("name", f"{serving}: training end {training_end!r}") from None
+        reference = summarise(tx, reference_end, calibration_start=start)
+        report = drift_report(drift_features(reference), drift_features(current))
+    except ModelInputError as exc:
+        output.fail_on(exc, as_json=as_json)
+    features = {f.name: {"psi": f.psi, "status": f.status} for f in report.features}
+    lines = [f"{serving}: {training_end} -> {end.isoformat()}"] + [
+        f"  {n}: psi {f['psi']:.4f} {f['status']}" for n, f in features.items()
+    ]
+    output.emit(
+        {
+            "model": serving,
+            "reference_end": training_end,
+            "current_end": end.isoformat(),
+            "features": features,
+            "drifted": report.drifted,
+        },
+        as_json=as_json,
+        human="\n".join(lines),
     )
 
 

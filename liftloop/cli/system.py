@@ -25,10 +25,14 @@ def up() -> None:
     """Start the embedded runtime: Temporal dev server, SMTP server, worker and API."""
     settings = get_settings()
     try:
+        credentials = runtime.prepare_credentials(settings)
         states = runtime.up(settings)
     except runtime.RuntimeStartError as exc:
         output.fail_on(exc, code=output.FAILURE)
     _print_status(states, settings)
+    output.echo(credentials.describe())
+    for warning in credentials.warnings:
+        output.echo(f"{typer.style('warning:', fg='yellow')} {warning}", err=True)
 
 
 @app.command()
@@ -71,6 +75,7 @@ def _print_status(states: list[runtime.ServiceState], settings: Settings) -> Non
 def serve(service: Literal["worker", "smtp", "api"]) -> None:
     """Run one service in the foreground (used by `liftloop up`)."""
     from liftloop import services
+    from liftloop.credentials import ensure_credentials
 
     settings = get_settings()
     runner = {
@@ -79,6 +84,8 @@ def serve(service: Literal["worker", "smtp", "api"]) -> None:
         "api": services.serve_api,
     }[service]
     try:
+        if service != "smtp":  # keys first: a public value fails before anything connects
+            ensure_credentials(settings)
         runner(settings)
     except Exception as exc:
         # Stderr is the service's log file: the traceback belongs there.
@@ -107,9 +114,10 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """Run a whole campaign loop on the embedded default and report lift against the truth."""
-    from liftloop.demo import run_demo
+    from liftloop.demo import TemporalUnreachable, run_demo
     from liftloop.telemetry import flush_tracing, setup_tracing
 
+    # Temporal's core would write to stdout (its retries while the server restarts).
     settings = get_settings().model_copy(update={"approval_timeout_s": approval_timeout})
     progress = output.console(err=as_json)
     try:
@@ -147,7 +155,12 @@ def demo(
             ui_url=lambda wid: runtime.ui_url(settings, wid),
         )
 
-    report = client.run(main)
+    try:
+        # The wait survives restarts of Temporal; only one that does not come back ends it.
+        report = client.run(main)
+    except TemporalUnreachable as exc:
+        flush_tracing()
+        output.fail_on(exc, as_json=as_json, code=output.FAILURE)
     flush_tracing()
     output.emit(report.model_dump(mode="json"), as_json=as_json, human=_demo_table(report))
 

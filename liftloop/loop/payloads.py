@@ -89,11 +89,24 @@ class ApprovalOpenInput(_Payload):
     verdicts: list[VariantVerdict]
 
 
+class ApprovalProof(_Payload):
+    """That a decision came through liftloop's approval path (`approvals.requests`): an
+    HMAC-SHA256 under the approval signing key over the request id, the approved flag, the
+    approver, the note, the nonce and the expiry. Only this MAC travels, never the key."""
+
+    nonce: str
+    # Unix time in seconds after which the worker refuses the proof.
+    expires_at: int
+    mac: str
+
+
 class ApprovalDecision(_Payload):
     request_id: str
     approved: bool
     approver: str = "unknown"
     note: str = ""
+    # Required by the workflow (patch "approval-proof"); None only in histories recorded before.
+    proof: ApprovalProof | None = None
 
 
 class ApprovalOutcome(_Payload):

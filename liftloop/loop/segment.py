@@ -30,7 +30,9 @@ class SegmentStage:
         with stage_span("segment", ref) as span, self.engine.begin() as conn:
             matched = (
                 select(Profile.id, Profile.segment)
-                .where(compile_segment(spec.audience.segment, as_of=ref.started_at))
+                .where(
+                    compile_segment(spec.audience.segment, "audience.segment", as_of=ref.started_at)
+                )
                 .subquery()
             )
             consent = latest_consent(spec.audience.purpose, spec.channels).subquery()

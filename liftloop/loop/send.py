@@ -29,6 +29,9 @@ from tools.cdp.sql import insert
 from tools.cdp.tables import Profile
 
 SEND_BATCH = 250
+# Rows prepared or judged between heartbeats before the first provider call, so a shard of any
+# size beats well inside the heartbeat timeout and a killed worker's shard resumes at once.
+HEARTBEAT_ROWS = 2_000
 
 
 class MessageLinks(BaseModel):
@@ -75,6 +78,7 @@ class SendStage:
         ref = inp.ref
         with stage_span("send", ref, **{"liftloop.shard": inp.shard}) as span:
             self._write_outbox(inp)
+            activity.heartbeat("outbox written")
             redelivered = self._deliver(inp)
             # Counted from the outbox, so an attempt that follows a crash reports the whole shard.
             with self.engine.connect() as conn:
@@ -189,7 +193,9 @@ class SendStage:
             proposals, messages = [], []
             # Nobody is sent to an empty address: such a person is suppressed with the reason.
             held = []
-            for r in pending:
+            for i, r in enumerate(pending):
+                if i % HEARTBEAT_ROWS == 0:
+                    activity.heartbeat("preparing", i)
                 recipient = _recipient(
                     r["channel"], {"id": r["profile_id"], "email": r["email"], "phone": r["phone"]}
                 )
@@ -226,7 +232,10 @@ class SendStage:
                         body=fill_slots(v.body, slots),
                     )
                 )
-            verdicts = check_sends(proposals, policy)
+            verdicts = []
+            for start in range(0, len(proposals), HEARTBEAT_ROWS):
+                verdicts += check_sends(proposals[start : start + HEARTBEAT_ROWS], policy)
+                activity.heartbeat("judged", start)
             held += [
                 {"mid": m.id, "err": "policy: " + ",".join(v.rule_ids)}
                 for m, v in zip(messages, verdicts, strict=True)

@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tools.cdp.errors import CdpError
 from tools.cdp.messages import Purpose
+from tools.cdp.segments import compile_segment
 from tools.durations import parse_duration
 
 # Levels of mappings and lists in a whole spec; a segment condition costs one or two levels
@@ -274,9 +276,15 @@ def parse_spec(data: Any) -> CampaignSpec:
     if problem:
         raise SpecError([problem])
     try:
-        return CampaignSpec.model_validate(data)
+        spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError([_problem(err) for err in exc.errors(include_url=False)]) from None
+    try:
+        # Compiled once here so that a bad name or nesting is refused before anything starts.
+        compile_segment(spec.audience.segment, "audience.segment")
+    except CdpError as exc:
+        raise SpecError([(exc.field, exc.reason)]) from None
+    return spec
 
 
 def load_spec(path: str | Path) -> CampaignSpec:

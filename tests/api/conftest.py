@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from liftloop.db import engine_for
 from liftloop.settings import Settings
 from liftloop.smtp_sink import start_smtp_sink
+from tests.api.helpers import API_KEY
 
 BIN = Path(sys.executable).parent
 
@@ -52,6 +53,7 @@ def settings(tmp_path: Path, task_queue: str) -> Settings:
         approval_timeout_s=120,
         attribution_window_override_s=1.0,
         task_queue=task_queue,
+        api_keys=[API_KEY],
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-KEY = {"X-API-Key": "dev-key"}
+# The API key of these tests, set explicitly (LIFTLOOP_API_KEYS): there is no default key.
+API_KEY = f"test-{secrets.token_urlsafe(16)}"
+KEY = {"X-API-Key": API_KEY}
 
 
 def campaign_spec(campaign_id: str, batch: str = "none", **overrides: Any) -> dict[str, Any]:

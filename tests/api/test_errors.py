@@ -32,7 +32,7 @@ from liftloop.campaigns import check_encodable, loop_input
 from liftloop.loop.spec import SpecError, load_spec, parse_spec
 from liftloop.settings import Settings
 from tests.api.conftest import free_port
-from tests.api.helpers import KEY, assert_error_shape, campaign_spec
+from tests.api.helpers import API_KEY, KEY, assert_error_shape, campaign_spec
 from tools.cdp.sources import create_source
 from tools.durations import MAX_DURATION_S, parse_duration
 
@@ -42,7 +42,7 @@ JSON = {"content-type": "application/json"}
 @pytest.fixture
 def app_settings(tmp_path: Path) -> Settings:
     # Nothing listens on port 1: a request that reaches Temporal answers 503.
-    return Settings(data_dir=tmp_path / "data", temporal_address="127.0.0.1:1")
+    return Settings(data_dir=tmp_path / "data", temporal_address="127.0.0.1:1", api_keys=[API_KEY])
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_one_key_parser_for_every_route(client: TestClient, app_settings: Settin
 
     write_key = create_source(engine_for(app_settings.cdp_url), "web")
     track = json.dumps({"messageId": "k1", "userId": "u1", "event": "email_opened"})
-    for key, ok_for_campaigns in (("dev-key", True), (write_key, False)):
+    for key, ok_for_campaigns in ((API_KEY, True), (write_key, False)):
         basic = base64.b64encode(f"{key}:".encode()).decode()
         for headers in (
             {"X-API-Key": key},
@@ -199,11 +199,11 @@ def test_one_key_parser_for_every_route(client: TestClient, app_settings: Settin
             r = client.get("/v1/approvals", headers=headers)
             assert r.status_code == (200 if ok_for_campaigns else 401), (headers, r.text)
     for headers in (
-        {"X-API-Key": "dev-key", "Authorization": "Bearer other"},  # two different keys
+        {"X-API-Key": API_KEY, "Authorization": "Bearer other"},  # two different keys
         {"Authorization": "Bearer"},
         {"Authorization": "Basic !!!"},
-        {"Authorization": "Token dev-key"},
-        {"X-API-Key": "dev-key\u00e9".encode("latin-1")},
+        {"Authorization": f"Token {API_KEY}"},
+        {"X-API-Key": f"{API_KEY}\u00e9".encode("latin-1")},
     ):
         for r in (
             client.get("/v1/approvals", headers=headers),
@@ -212,9 +212,7 @@ def test_one_key_parser_for_every_route(client: TestClient, app_settings: Settin
             assert r.status_code == 401, (headers, r.text)
             assert_error_shape(r)
     # Another scheme beside a good X-API-Key (a proxy's) does not get in the way.
-    r = client.get(
-        "/v1/approvals", headers={"X-API-Key": "dev-key", "Authorization": "Negotiate x"}
-    )
+    r = client.get("/v1/approvals", headers={"X-API-Key": API_KEY, "Authorization": "Negotiate x"})
     assert r.status_code == 200
 
 
@@ -225,6 +223,7 @@ def test_body_limits_answer_413_before_the_body_is_read(tmp_path: Path) -> None:
         api_max_body_bytes=2048,
         cdp_max_message_bytes=1024,
         cdp_max_batch_bytes=4096,
+        api_keys=[API_KEY],
     )
     app = create_app(settings)
     with TestClient(app) as c:
@@ -264,7 +263,7 @@ def test_body_limits_answer_413_before_the_body_is_read(tmp_path: Path) -> None:
         "path": "/v1/campaigns",
         "raw_path": b"/v1/campaigns",
         "query_string": b"",
-        "headers": [(b"content-length", b"1000000000"), (b"x-api-key", b"dev-key")],
+        "headers": [(b"content-length", b"1000000000"), (b"x-api-key", API_KEY.encode())],
         "client": ("127.0.0.1", 1),
         "server": ("api", 80),
         "scheme": "http",

@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from liftloop.api import create_app
 from liftloop.db import engine_for
 from liftloop.settings import Settings
-from tests.api.helpers import assert_error_shape, campaign_spec
+from tests.api.helpers import API_KEY, assert_error_shape, campaign_spec
 from tools.cdp.sources import create_source
 
 FUZZ = settings(
@@ -211,6 +211,7 @@ def api(dev_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[tuple[TestClie
         data_dir=tmp_path / "data",
         temporal_address=target,
         task_queue=f"fuzz-{uuid.uuid4().hex[:8]}",  # no worker: a started campaign only waits
+        api_keys=[API_KEY],
     )
     write_key = create_source(engine_for(app_settings.cdp_url), "fuzz")
     with TestClient(create_app(app_settings)) as client:
@@ -234,13 +235,13 @@ def test_fuzz_campaign_specs(api: tuple[TestClient, str], body: bytes) -> None:
     r = client.post(
         "/v1/campaigns",
         content=body,
-        headers={"X-API-Key": "dev-key", "content-type": "application/json"},
+        headers={"X-API-Key": API_KEY, "content-type": "application/json"},
     )
     _check(r)
     if r.status_code == 201:
         # It was valid: the campaign exists and can be stopped (nothing runs it here).
         cid = r.json()["campaign_id"]
-        status = client.get(f"/v1/campaigns/{cid}", headers={"X-API-Key": "dev-key"})
+        status = client.get(f"/v1/campaigns/{cid}", headers={"X-API-Key": API_KEY})
         assert status.status_code == 200, status.text
 
 
@@ -264,7 +265,7 @@ def test_fuzz_approval_decisions(api: tuple[TestClient, str], body: bytes, reque
 
     path = "/v1/approvals/" + (quote(request_id, safe="") or "x")
     r = client.post(
-        path, content=body, headers={"X-API-Key": "dev-key", "content-type": "application/json"}
+        path, content=body, headers={"X-API-Key": API_KEY, "content-type": "application/json"}
     )
     _check(r)
     assert r.status_code in (400, 404, 405, 413, 422), r.text  # nothing is pending here
@@ -327,7 +328,7 @@ def test_fuzz_ingestion(api: tuple[TestClient, str], body: bytes, path: str, aut
     elif auth == "basic":
         headers["authorization"] = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
     elif auth == "settings":
-        headers["x-api-key"] = "dev-key"
+        headers["x-api-key"] = API_KEY
     elif auth == "wrong":
         headers["authorization"] = "Bearer wk_wrong"
     r = client.post(path, content=body, headers=headers)
@@ -349,7 +350,7 @@ def test_fuzz_paths_and_queries(
     from urllib.parse import quote
 
     client, _ = api
-    key = {"X-API-Key": "dev-key"}
+    key = {"X-API-Key": API_KEY}
     cid, act = quote(campaign_id, safe="") or "x", quote(action, safe="") or "x"
     for r in (
         client.get(f"/v1/campaigns/{cid}", headers=key),

@@ -16,6 +16,7 @@ from liftloop.settings import get_settings
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("LIFTLOOP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite'}")
+    monkeypatch.setenv("LIFTLOOP_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
     app = typer.Typer()
     register(app)

@@ -118,9 +118,9 @@ def test_a_merged_away_id_taken_by_a_new_person_in_the_same_batch(
     ]
     assert ingest(strict, batch, source="web", registry=registry).merges == 1
     assert dangling(strict) == {}
-    assert resolve_profile(strict, "cust-1") == "cust-1"
     ev, pr = cols(Event), cols(Profile)
     with strict.connect() as conn:
+        assert resolve_profile(conn, "cust-1") == "cust-1"
         owners = dict(conn.execute(select(ev.message_id, ev.profile_id)).all())
         countries = dict(conn.execute(select(pr.id, pr.country)).all())
         merges = conn.execute(select(cols(MergeRecord).winner, cols(MergeRecord).loser)).all()

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from liftloop import erasure
 from liftloop.erasure import erase_person, export_person
 from liftloop.loop.tables import DecisionRecord, OutboxMessage
+from liftloop.settings import Settings
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import UnknownIdentityError
 from tools.cdp.ingest import ingest
@@ -17,6 +20,13 @@ from tools.cdp.sql import cols, insert, table_of
 from tools.cdp.tables import AuditEntry, Event, Identity, Profile
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file outboxes the erasure rewrites are this test's own."""
+    settings = Settings(data_dir=tmp_path / "data")
+    monkeypatch.setattr(erasure, "get_settings", lambda: settings)
 
 
 @pytest.fixture

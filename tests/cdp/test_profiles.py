@@ -6,12 +6,25 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from tools.cdp.consent import consented
+from tools.cdp.consent import latest_consent
 from tools.cdp.contracts import ContractRegistry
-from tools.cdp.features import features_for, rfm_scores
 from tools.cdp.ingest import ingest
-from tools.cdp.sql import cols
-from tools.cdp.tables import Profile, TraitHistory, TraitState
+from tools.cdp.sql import as_utc, cols
+from tools.cdp.tables import EngagementCount, Profile, ProfileFeatures, TraitHistory, TraitState
+
+
+def consented(engine: Engine, profile_ids: list[str], purpose: str, channel: str) -> set[str]:
+    """Who among `profile_ids` may be contacted: the latest statement per profile granted, as
+    the segment and send stages join `latest_consent`."""
+    latest = latest_consent(purpose, [channel]).subquery()
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                select(latest.c.profile_id).where(
+                    latest.c.granted, latest.c.profile_id.in_(profile_ids)
+                )
+            ).scalars()
+        )
 
 
 def _consent(m: Any, mid: str, uid: str, granted: bool, ts: str, **kw: Any) -> dict[str, Any]:
@@ -125,7 +138,7 @@ def test_traits_last_write_wins_with_history(engine: Engine, registry: ContractR
     assert len(history) == 4
 
 
-def test_features_from_events(engine: Engine, registry: ContractRegistry, m: Any):
+def test_running_totals_from_events(engine: Engine, registry: ContractRegistry, m: Any):
     batch = [
         m.order("o1", "u1", 100.0, "2025-06-01T12:00:00Z"),
         m.order("o2", "u1", 50.0, "2026-01-20T12:00:00Z"),
@@ -142,19 +155,20 @@ def test_features_from_events(engine: Engine, registry: ContractRegistry, m: Any
     ]
     ingest(engine, batch[:3], source="shop", registry=registry)
     ingest(engine, batch[3:], source="esp", registry=registry)  # incremental update
-    as_of = datetime(2026, 2, 1, tzinfo=UTC)
-    f = features_for(engine, ["u1", "u2"], as_of=as_of)
-    u1 = f["u1"]
-    assert (u1.orders, u1.revenue) == (2, 150.0)
-    assert u1.orders_by_window == {30: 1, 90: 1, 365: 2}
-    assert u1.revenue_by_window == {30: 50.0, 90: 50.0, 365: 150.0}
-    assert u1.engagement == {
-        "email": {"email_opened": 1, "email_clicked": 1},
-        "push": {"push_opened": 1},
+    totals, counts = cols(ProfileFeatures), cols(EngagementCount)
+    with engine.connect() as conn:
+        orders = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                select(totals.profile_id, totals.orders, totals.revenue, totals.last_order_at)
+            )
+        }
+        engaged = set(conn.execute(select(counts.channel, counts.event, counts.hour, counts.count)))
+    assert orders["u1"][:2] == (2, 150.0) and orders["u2"][:2] == (1, 10.0)
+    assert as_utc(orders["u1"][2]) == datetime(2026, 1, 20, 12, tzinfo=UTC)
+    # Engagement by channel, event and UTC hour; orders are not engagement.
+    assert engaged == {
+        ("email", "email_opened", 19, 1),
+        ("email", "email_clicked", 19, 1),
+        ("push", "push_opened", 7, 1),
     }
-    assert u1.preferred_send_hour == 19
-    assert u1.days_since_last_order == 11.5
-    assert f["u2"].preferred_send_hour is None
-    scores = rfm_scores(engine, as_of=as_of)
-    # u2 bought more recently, u1 more often and for more.
-    assert scores["u2"][0] > scores["u1"][0] and scores["u1"][1:] > scores["u2"][1:]

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from tools.cdp.contracts import ContractRegistry
@@ -13,9 +14,10 @@ from tools.cdp.segments import (
     compile_segment,
     count_segment,
     segment_changes,
-    select_members,
     snapshot_segment,
 )
+from tools.cdp.sql import cols
+from tools.cdp.tables import Profile
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 WINBACK = {
@@ -61,8 +63,10 @@ def shop(engine: Engine, registry: ContractRegistry, m: Any) -> Engine:
 
 
 def _members(engine: Engine, spec: dict[str, Any], **kw: Any) -> set[str]:
+    """The segment's profiles, selected by its compiled condition as the segment stage does."""
+    where = compile_segment(spec, as_of=AS_OF, **kw)
     with engine.connect() as conn:
-        return set(conn.execute(select_members(spec, as_of=AS_OF, **kw)).scalars())
+        return set(conn.execute(select(cols(Profile).id).where(where)).scalars())
 
 
 def test_winback_segment(shop: Engine):

@@ -7,8 +7,10 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from liftloop.loop.payloads import ApprovalDecision
+from liftloop.credentials import approval_signing_key
+from liftloop.loop.approvals import sign_decision
 from liftloop.loop.spec import CampaignSpec, parse_spec
+from liftloop.settings import Settings
 from workflows.campaign_loop import CampaignLoopOutput, CampaignLoopWorkflow
 
 
@@ -33,9 +35,15 @@ def spec(campaign_id: str, batch: str, **overrides: Any) -> CampaignSpec:
 
 
 async def drive(
-    client: Client, handle: WorkflowHandle[Any, CampaignLoopOutput], approve: bool | None = True
+    client: Client,
+    handle: WorkflowHandle[Any, CampaignLoopOutput],
+    approve: bool | None = True,
+    *,
+    settings: Settings,
 ) -> CampaignLoopOutput:
-    """Waits for the result, answering each pending approval (or leaving it when None)."""
+    """Waits for the result, answering each pending approval (or leaving it when None) with a
+    decision signed by the approval key of `settings`, as liftloop's approval path signs it."""
+    key = approval_signing_key(settings)
     result = asyncio.ensure_future(handle.result())
     answered: set[str] = set()
     while not result.done():
@@ -49,9 +57,7 @@ async def drive(
                     answered.add(p.request_id)
                     await handle.execute_update(
                         CampaignLoopWorkflow.decide_approval,
-                        ApprovalDecision(
-                            request_id=p.request_id, approved=approve, approver="test"
-                        ),
+                        sign_decision(key, p.request_id, approve, "test"),
                     )
         await asyncio.wait({result}, timeout=0.2)
     return result.result()

@@ -9,10 +9,9 @@ import uuid
 import httpx
 
 from liftloop.api import create_app
+from liftloop.credentials import api_keys
 from liftloop.temporal import build_worker
 from tools.simulation.customers import generate_customers
-
-KEY = {"X-API-Key": "dev-key"}
 
 
 def _spec(campaign_id: str, batch: str) -> dict[str, object]:
@@ -37,6 +36,8 @@ async def test_api_runs_a_campaign_through_its_approval(
 ):
     settings = settings.model_copy(update={"task_queue": task_queue})
     app = create_app(settings, client=dev_env.client)
+    # No key is set: the app generated one in the data directory, as on first `liftloop up`.
+    key = {"X-API-Key": api_keys(settings)[0]}
     batch = f"b{uuid.uuid4().hex[:8]}"
     generate_customers(engine, 300, batch=batch)
     transport = httpx.ASGITransport(app=app)
@@ -48,44 +49,44 @@ async def test_api_runs_a_campaign_through_its_approval(
         assert (await http.get("/v1/approvals", headers={"X-API-Key": "wrong"})).status_code == 401
 
         bad = await http.post(
-            "/v1/campaigns", headers=KEY, json={"id": "Bad Id", "channels": [], "offers": []}
+            "/v1/campaigns", headers=key, json={"id": "Bad Id", "channels": [], "offers": []}
         )
         assert bad.status_code == 422
         fields = {d["field"] for d in bad.json()["errors"]}
         assert {"id", "channels", "offers"} <= fields
 
         cid = f"api-{batch}"
-        started = await http.post("/v1/campaigns", headers=KEY, json=_spec(cid, batch))
+        started = await http.post("/v1/campaigns", headers=key, json=_spec(cid, batch))
         assert started.status_code == 201, started.text
-        again = await http.post("/v1/campaigns", headers=KEY, json=_spec(cid, batch))
+        again = await http.post("/v1/campaigns", headers=key, json=_spec(cid, batch))
         assert again.status_code == 409
 
         pending: list[dict[str, object]] = []
         for _ in range(150):
             pending = (
-                await http.get("/v1/approvals", headers=KEY, params={"campaign_id": cid})
+                await http.get("/v1/approvals", headers=key, params={"campaign_id": cid})
             ).json()
             if pending:
                 break
             await asyncio.sleep(0.2)
-        status = (await http.get(f"/v1/campaigns/{cid}", headers=KEY)).json()
+        status = (await http.get(f"/v1/campaigns/{cid}", headers=key)).json()
         assert len(pending) == 1 and "above" in str(pending[0]["reasons"]), status
-        status = (await http.get(f"/v1/campaigns/{cid}", headers=KEY)).json()
+        status = (await http.get(f"/v1/campaigns/{cid}", headers=key)).json()
         assert status["stage"] == "approval" and len(status["pending_approvals"]) == 1
 
         unknown = await http.post(
-            "/v1/approvals/nope", headers=KEY, json={"approved": True, "approver": "t"}
+            "/v1/approvals/nope", headers=key, json={"approved": True, "approver": "t"}
         )
         assert unknown.status_code == 404
         decided = await http.post(
             f"/v1/approvals/{pending[0]['request_id']}",
-            headers=KEY,
+            headers=key,
             json={"approved": True, "approver": "lead@shop"},
         )
         assert decided.status_code == 200 and decided.json()["approved"] is True
 
         for _ in range(300):
-            status = (await http.get(f"/v1/campaigns/{cid}", headers=KEY)).json()
+            status = (await http.get(f"/v1/campaigns/{cid}", headers=key)).json()
             if status["stage"] == "done":
                 break
             await asyncio.sleep(0.2)
@@ -95,7 +96,7 @@ async def test_api_runs_a_campaign_through_its_approval(
         assert status["history"][0]["sent"] > 0 and status["history"][0]["approvals_approved"] == 1
         decided_list = (
             await http.get(
-                "/v1/approvals", headers=KEY, params={"status": "approved", "campaign_id": cid}
+                "/v1/approvals", headers=key, params={"status": "approved", "campaign_id": cid}
             )
         ).json()
         assert decided_list[0]["decided_by"] == "lead@shop"

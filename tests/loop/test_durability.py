@@ -1,5 +1,7 @@
-"""SIGKILL the worker in the middle of a send stage, restart it: the cycle completes and every
-message is in the outbox and at the SMTP server exactly once."""
+"""SIGKILL the worker in the middle of a send stage and let a standby worker take over: the send
+resumes within seconds (the send activity's heartbeat timeout, not its start-to-close timeout,
+notices the dead worker), the cycle completes and every message is in the outbox and at the
+SMTP server exactly once."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -18,10 +22,27 @@ from liftloop.loop.tables import OutboxMessage
 from tests.loop.helpers import drive, spec
 from tools.simulation.customers import generate_customers
 
+# Kill to the first message the retried send delivers: the heartbeat timeout (10 s; the SDK
+# sends heartbeats at most every 8 s), the first retry (1 s), the standby worker's connect and
+# the retried attempt's reads; the bound is loose for a loaded CI machine.
+RESUME_BOUND_S = 15.0
+# `liftloop serve worker` with its imports done (several seconds on a loaded machine), waiting
+# for a file before it connects: a warm standby, as another running worker would be.
+_STANDBY = """
+import pathlib, sys, time
+import liftloop.services, liftloop.temporal
+from liftloop.cli.system import serve
+go = pathlib.Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.02)
+serve("worker")
+"""
 
-def _start_worker(env_vars: dict[str, str]) -> subprocess.Popen[bytes]:
+
+def _start_worker(env_vars: dict[str, str], go: Path | None = None) -> subprocess.Popen[bytes]:
+    command = ["-c", _STANDBY, str(go)] if go else ["-m", "liftloop.cli", "serve", "worker"]
     return subprocess.Popen(
-        [sys.executable, "-m", "liftloop.cli", "serve", "worker"],
+        [sys.executable, *command],
         env={**os.environ, **env_vars},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -46,7 +67,8 @@ async def test_worker_killed_mid_send_delivers_exactly_once(
         "LIFTLOOP_SMTP_PORT": str(settings.smtp_port),
         "LIFTLOOP_SHARDS": str(settings.shards),
     }
-    workers = [_start_worker(env_vars)]
+    go = settings.data_dir / "standby-go"
+    workers = [_start_worker(env_vars), _start_worker(env_vars, go)]
     try:
         await start_campaign(dev_env.client, settings, s, task_queue=task_queue)
         handle = handle_for(dev_env.client, s.id)
@@ -68,21 +90,26 @@ async def test_worker_killed_mid_send_delivers_exactly_once(
             if 0 < done < total:
                 os.killpg(workers[0].pid, signal.SIGKILL)
                 workers[0].wait()
-                killed_at = done
+                killed_at, kill_time = done, time.monotonic()
                 break
             await asyncio.sleep(0.05)
         assert killed_at is not None, "the send stage was never caught in progress"
         await asyncio.sleep(1.0)
-        assert sent()[0] < sent()[1], "nothing may be sent while no worker runs"
+        assert sent()[0] == killed_at < sent()[1], "nothing may be sent while no worker runs"
 
-        workers.append(_start_worker(env_vars))
-        out = await asyncio.wait_for(drive(dev_env.client, handle), timeout=240)
+        go.touch()  # the standby worker connects
+        while sent()[0] == killed_at and time.monotonic() - kill_time < 120:
+            await asyncio.sleep(0.1)
+        resumed_after = time.monotonic() - kill_time
+        print(f"send resumed {resumed_after:.1f} s after the SIGKILL")
+        out = await asyncio.wait_for(drive(dev_env.client, handle, settings=settings), timeout=240)
     finally:
         for w in workers:
             if w.poll() is None:
                 os.killpg(w.pid, signal.SIGTERM)
                 w.wait(timeout=30)
     assert out.outcome == "completed"
+    assert resumed_after < RESUME_BOUND_S, f"the send resumed only {resumed_after:.1f} s after"
     audit = audit_deliveries(engine, settings, s.id)
     assert audit.duplicates == 0, audit
     assert audit.missing == 0, audit

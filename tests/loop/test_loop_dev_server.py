@@ -34,7 +34,7 @@ async def _run(
     async with build_worker(env.client, settings, task_queue=task_queue):
         await start_campaign(env.client, settings, s, task_queue=task_queue)
         handle = handle_for(env.client, s.id)
-        out = await drive(env.client, handle, approve)
+        out = await drive(env.client, handle, approve, settings=settings)
     return s, handle, out
 
 
@@ -145,11 +145,12 @@ async def test_pause_resume_and_stop_mid_cycle(dev_env, settings, engine, smtp, 
         for _ in range(300):
             st = await handle.query(CampaignLoopWorkflow.status)
             for p in st.pending_approvals:
-                from liftloop.loop.payloads import ApprovalDecision
+                from liftloop.credentials import approval_signing_key
+                from liftloop.loop.approvals import sign_decision
 
                 await handle.execute_update(
                     CampaignLoopWorkflow.decide_approval,
-                    ApprovalDecision(request_id=p.request_id, approved=True),
+                    sign_decision(approval_signing_key(settings), p.request_id, True, "unknown"),
                 )
             if st.stage == "cadence_wait":
                 break
@@ -288,7 +289,7 @@ async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore
 
     from liftloop.loop.next_best_action import model_name
     from liftloop.loop.tables import BanditState
-    from tools.cdp.people import buckets_for
+    from tools.cdp.people import profile_buckets
     from tools.models.registry import ModelRegistry
 
     s, _, out = await _run(
@@ -350,7 +351,8 @@ async def test_nba_policy_decides_by_expected_margin_and_learns(  # type: ignore
     assert used and "none" not in used
     assert {r.model_versions["uplift"] for r in policy_rows if r.cycle == 1} == {"none"}
     # The holdout is the CDP's stored bucket: the same person is held out in every cycle.
-    buckets = buckets_for(engine, s.salt, sorted({r.profile_id for r in rows}))
+    with engine.begin() as conn:
+        buckets = profile_buckets(conn, s.salt, sorted({r.profile_id for r in rows}))
     assert all(r.holdout == (buckets[r.profile_id] < 1000) for r in rows)
     assert all(
         c.lifts["contribution_margin"].treated_n == c.audience - c.held_out for c in out.history

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 import typer
@@ -83,6 +85,56 @@ def test_experiment_power(app: typer.Typer) -> None:
     assert 3800 <= int(out["n_per_arm"]) <= 3850  # type: ignore[call-overload]
     code, out = run(app, "experiment", "power", "--baseline", "1.5", "--mde", "0.02", "--json")
     assert code == 2 and str(out["error"]).startswith("baseline:")
+
+
+def test_experiment_power_of_a_mean_metric(app: typer.Typer) -> None:
+    code, out = run(app, "experiment", "power", "--sd", "10", "--mde", "1", "--arms", "3", "--json")
+    assert code == 0
+    # 2·(z₀.₉₇₅ + z₀.₈)²·σ²/δ² = 2·(1.95996 + 0.84162)²·100 = 1569.8 per arm.
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
+    assert out == {
+        "sd": 10.0,
+        "mde": 1.0,
+        "alpha": 0.05,
+        "power": 0.8,
+        "n_per_arm": math.ceil(2 * (z * 10 / 1) ** 2),
+        "n_total": 3 * 1570,
+    }
+    code, out = run(app, "experiment", "power", "--sd", "10", "--mde", "1", "--relative", "--json")
+    assert code == 2 and out == {"error": "relative: needs --baseline"}
+    code, out = run(app, "experiment", "power", "--mde", "1", "--json")
+    assert code == 2 and str(out["error"]).startswith("baseline: give --baseline")
+
+
+def test_experiment_mde_inverts_the_sample_size(app: typer.Typer) -> None:
+    # The textbook 3,841 per arm for 10 % → 12 % (Fleiss, α = 0.05 two-sided, 80 % power).
+    code, out = run(app, "experiment", "mde", "--n-per-arm", "3841", "--baseline", "0.1", "--json")
+    assert code == 0
+    assert set(out) == {"baseline", "n_per_arm", "alpha", "power", "mde", "relative_mde"}
+    mde = float(out["mde"])  # type: ignore[arg-type]
+    assert mde == pytest.approx(0.02, rel=1e-3)
+    assert out["relative_mde"] == pytest.approx(mde / 0.1)
+    # At that rise the normal-approximation power is exactly the 80 % asked for.
+    p1, p2, norm = 0.1, 0.1 + mde, NormalDist()
+    p_bar = (p1 + p2) / 2
+    z = (mde * math.sqrt(3841) - norm.inv_cdf(0.975) * math.sqrt(2 * p_bar * (1 - p_bar))) / (
+        math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    )
+    assert norm.cdf(z) == pytest.approx(0.8, abs=1e-9)
+
+    code, out = run(app, "experiment", "mde", "--n-per-arm", "1570", "--sd", "10", "--json")
+    assert code == 0
+    z_sum = norm.inv_cdf(0.975) + norm.inv_cdf(0.8)
+    assert out == {
+        "sd": 10.0,
+        "n_per_arm": 1570,
+        "alpha": 0.05,
+        "power": 0.8,
+        "mde": pytest.approx(z_sum * 10 * math.sqrt(2 / 1570), rel=1e-12),
+    }
+    assert float(out["mde"]) <= 1.0  # type: ignore[arg-type]  # 1,570 detect the planned 1.0
+    code, out = run(app, "experiment", "mde", "--n-per-arm", "1", "--sd", "3", "--json")
+    assert code == 2 and out == {"error": "n_per_arm: must be at least 2"}
 
 
 def test_mmm_fit_then_allocate_from_its_curves(

@@ -9,15 +9,12 @@ from tools.models.errors import ModelInputError
 from tools.models.nba import (
     ActionSpace,
     ChannelOption,
-    DecisionContext,
     NbaInputs,
     OfferOption,
     decide,
-    decision_records,
     exploration_bandit,
     feature_hashes,
     learn_from_outcomes,
-    score_actions,
     score_chunks,
 )
 
@@ -29,6 +26,13 @@ SPACE = ActionSpace(
     channels=[ChannelOption(id="email", cost=0.01), ChannelOption(id="push", cost=0.002)],
     hours=[9, 18],
 )
+
+
+def _score_all(space: ActionSpace, inputs: NbaInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and eligibility of everyone, (n, n_actions) each: `score_chunks` in one block."""
+    n = int(inputs.base_conversion.shape[0])
+    ((_, scores, eligible),) = score_chunks(space, inputs, chunk=max(n, 1))
+    return scores, eligible
 
 
 def _inputs(n: int, seed: int = 0, **overrides: object) -> NbaInputs:
@@ -62,7 +66,7 @@ def test_score_is_incremental_margin_minus_discount_and_channel_cost() -> None:
         order_value=np.array([100.0]),
         hour_response=np.array([[1.0, 0.5]]),
     )
-    scores, eligible = score_actions(SPACE, inputs)
+    scores, eligible = _score_all(SPACE, inputs)
     # ten_off by email at 09: 0.03*100*0.42 - (0.02+0.03)*100*0.10 - 0.01
     assert scores[0, 1] == pytest.approx(1.26 - 0.5 - 0.01)
     # twenty_off by push at 18: u = 0.05*0.5 -> 0.025*42 - 0.045*20 - 0.002
@@ -81,7 +85,7 @@ def test_eligibility_masks_consent_caps_stock_and_max_discount() -> None:
         in_stock=np.array([True, True]),
         max_discount_pct=15.0,
     )
-    _, eligible = score_actions(SPACE, inputs)
+    _, eligible = _score_all(SPACE, inputs)
     actions = SPACE.actions()
     for n in range(3):
         allowed = {a.id for a, ok in zip(actions, eligible[n], strict=True) if ok}
@@ -92,7 +96,7 @@ def test_eligibility_masks_consent_caps_stock_and_max_discount() -> None:
         if n == 1:
             assert allowed == {"none"}
     no_stock = _inputs(1, in_stock=np.array([False, True]))
-    assert score_actions(SPACE, no_stock)[1][0].tolist() == [True] + [False] * 4 + [True] * 4
+    assert _score_all(SPACE, no_stock)[1][0].tolist() == [True] + [False] * 4 + [True] * 4
 
 
 def test_decide_logs_propensities_that_match_the_choice_frequencies() -> None:
@@ -123,12 +127,12 @@ def test_decide_is_reproducible_and_respects_the_floor_and_eligibility() -> None
     b = decide(SPACE, inputs, segments, bandit, seed=11)
     assert np.array_equal(a.actions, b.actions)
     assert np.array_equal(a.propensities, b.propensities)
-    _, eligible = score_actions(SPACE, inputs)
+    _, eligible = _score_all(SPACE, inputs)
     assert eligible[np.arange(n), a.actions].all()
     assert (a.propensities >= 0.01 - 1e-12).all() and (a.propensities <= 1.0).all()
     assert (a.eligible_actions == 3).all()
     # Exploration is small next to exploitation: the best-scoring action is chosen most often.
-    scores, _ = score_actions(SPACE, inputs)
+    scores, _ = _score_all(SPACE, inputs)
     best = np.where(eligible, scores, -np.inf).argmax(axis=1)
     assert (a.actions == best).mean() > 0.6
 
@@ -145,28 +149,21 @@ def test_learned_residuals_change_the_decision() -> None:
     assert (after.actions == 0).mean() > 0.9 > (before.actions == 0).mean()
 
 
-def test_decision_records_carry_the_log_fields() -> None:
-    inputs = _inputs(3)
-    bandit = exploration_bandit(SPACE, segments=1, prior_sd=0.2)
-    d = decide(SPACE, inputs, np.zeros(3, dtype=np.int64), bandit, seed=2)
+def test_feature_hashes_tell_feature_rows_apart() -> None:
+    # The decide stage logs this hash with each decision instead of the features.
     features = np.array([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0]])
     hashes = feature_hashes(features)
     assert hashes[0] == hashes[1] != hashes[2]
-    context = DecisionContext(
-        campaign_id="winback", cycle=4, trace_id="ab" * 16, model_versions={"uplift": "v3"}
-    )
-    records = decision_records(SPACE, d, ["p1", "p2", "p3"], hashes, context)
-    assert [r.action_id for r in records] == [SPACE.actions()[i].id for i in d.actions]
-    assert records[2].propensity == pytest.approx(d.propensities[2])
-    assert records[0].model_versions == {"uplift": "v3"} and records[0].cycle == 4
-    assert records[0].model_dump()["trace_id"] == "ab" * 16
+    assert len(hashes[0]) == 24
+    with pytest.raises(ModelInputError, match=r"^features:"):
+        feature_hashes([1.0, 2.0])
 
 
 def test_bad_input_names_the_field() -> None:
     with pytest.raises(ModelInputError, match=r"^uplift: expected shape"):
-        score_actions(SPACE, _inputs(2, uplift=np.zeros((2, 3))))
+        _score_all(SPACE, _inputs(2, uplift=np.zeros((2, 3))))
     with pytest.raises(ModelInputError, match=r"^base_conversion: must be probabilities"):
-        score_actions(SPACE, _inputs(1, base_conversion=np.array([1.5])))
+        _score_all(SPACE, _inputs(1, base_conversion=np.array([1.5])))
     bandit = exploration_bandit(SPACE, segments=1, prior_sd=0.2)
     with pytest.raises(ModelInputError, match=r"^segments: "):
         decide(SPACE, _inputs(2), np.array([0, 1]), bandit, seed=0)
@@ -193,8 +190,10 @@ def test_learning_from_outcomes_and_an_empty_shard() -> None:
 
 
 def test_score_chunks_equal_one_pass() -> None:
+    # Scores are elementwise per person: blocks of any size give the same bits (the measure
+    # stage scores a campaign's whole history in blocks).
     inputs = _inputs(1000, seed=4)
-    whole, eligible = score_actions(SPACE, inputs)
+    whole, eligible = _score_all(SPACE, inputs)
     parts = list(score_chunks(SPACE, inputs, chunk=300))
     assert [p[0] for p in parts] == [
         slice(0, 300),
@@ -218,7 +217,7 @@ def test_action_uplift_expresses_what_offer_times_channel_cannot() -> None:
         order_value=np.array([100.0]),
         hour_response=np.array([[1.0, 0.5]]),
     )
-    scores, _ = score_actions(SPACE, inputs)
+    scores, _ = _score_all(SPACE, inputs)
     offers = {o.id: o for o in SPACE.offers}
     cost = {c.id: c.cost for c in SPACE.channels}
     implied = np.zeros((2, 2))
@@ -244,7 +243,7 @@ def test_action_uplift_expresses_what_offer_times_channel_cannot() -> None:
     assert SPACE.actions()[int(d.actions[0])].id == "ten_off/push/09"
     # Without action_uplift the same inputs score every send below doing nothing.
     plain = inputs.model_copy(update={"action_uplift": None})
-    assert (score_actions(SPACE, plain)[0][0, 1:] < 0).all()
+    assert (_score_all(SPACE, plain)[0][0, 1:] < 0).all()
 
 
 def test_action_uplift_makes_uplift_optional_and_is_checked() -> None:
@@ -252,21 +251,19 @@ def test_action_uplift_makes_uplift_optional_and_is_checked() -> None:
     per_action = np.full((n, 2, 2), 0.01)
     without = _inputs(n, uplift=None, action_uplift=per_action)
     with_zeros = _inputs(n, uplift=np.zeros((n, 2)), action_uplift=per_action)
-    np.testing.assert_array_equal(
-        score_actions(SPACE, without)[0], score_actions(SPACE, with_zeros)[0]
-    )
+    np.testing.assert_array_equal(_score_all(SPACE, without)[0], _score_all(SPACE, with_zeros)[0])
     with pytest.raises(ModelInputError, match=r"^uplift: required unless action_uplift"):
-        score_actions(SPACE, _inputs(n, uplift=None))
+        _score_all(SPACE, _inputs(n, uplift=None))
     with pytest.raises(ModelInputError, match=r"^action_uplift: expected shape \(3, 2, 2\)"):
-        score_actions(SPACE, _inputs(n, action_uplift=np.zeros((n, 2))))
+        _score_all(SPACE, _inputs(n, action_uplift=np.zeros((n, 2))))
     bad = per_action.copy()
     bad[1, 0, 1] = np.nan
     with pytest.raises(ModelInputError, match=r"^action_uplift: must be finite"):
-        score_actions(SPACE, _inputs(n, action_uplift=bad))
+        _score_all(SPACE, _inputs(n, action_uplift=bad))
     with pytest.raises(ModelInputError, match=r"^uplift: expected shape"):
-        score_actions(SPACE, _inputs(n, uplift=np.zeros((n, 3)), action_uplift=per_action))
+        _score_all(SPACE, _inputs(n, uplift=np.zeros((n, 3)), action_uplift=per_action))
     with pytest.raises(ModelInputError, match=r"^channel_response: must be omitted"):
-        score_actions(SPACE, _inputs(n, action_uplift=per_action, channel_response=np.ones((n, 2))))
+        _score_all(SPACE, _inputs(n, action_uplift=per_action, channel_response=np.ones((n, 2))))
 
 
 def test_action_uplift_of_a_product_scores_like_uplift_times_channel_response() -> None:
@@ -282,12 +279,10 @@ def test_action_uplift_of_a_product_scores_like_uplift_times_channel_response() 
             "action_uplift": uplift[:, :, None] * response[:, None, :],
         }
     )
-    np.testing.assert_array_equal(
-        score_actions(SPACE, per_action)[0], score_actions(SPACE, product)[0]
-    )
+    np.testing.assert_array_equal(_score_all(SPACE, per_action)[0], _score_all(SPACE, product)[0])
     # And channel_response matters: without it the scores differ.
     plain = product.model_copy(update={"channel_response": None})
-    assert not np.allclose(score_actions(SPACE, plain)[0], score_actions(SPACE, product)[0])
+    assert not np.allclose(_score_all(SPACE, plain)[0], _score_all(SPACE, product)[0])
 
 
 def _naive_policy(
@@ -296,7 +291,7 @@ def _naive_policy(
     """The policy decide must log, written the direct way (argmax over every action and draw),
     and the number of (person, draw) argmaxes that were ties."""
     residual = bandit.posterior_draws(np.random.default_rng(seed), draws).astype(np.float32)
-    scores, eligible = score_actions(SPACE, inputs)
+    scores, eligible = _score_all(SPACE, inputs)
     masked = np.where(eligible, scores, -np.inf).astype(np.float32)
     total = masked[None, :, :] + residual[:, segments, :]  # (draws, n, actions)
     best = total.argmax(axis=2)
@@ -346,7 +341,7 @@ def test_decide_logs_exactly_the_naive_policy_across_chunks_and_ties(
         assert ties > 1000
     rows = np.arange(n)
     np.testing.assert_array_equal(d.propensities, policy[rows, d.actions])
-    scores, eligible = score_actions(SPACE, inputs)
+    scores, eligible = _score_all(SPACE, inputs)
     np.testing.assert_array_equal(d.expected_margin, scores[rows, d.actions])
     np.testing.assert_array_equal(d.eligible_actions, eligible.sum(axis=1))
     assert eligible[rows, d.actions].all()

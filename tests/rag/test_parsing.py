@@ -9,7 +9,15 @@ import pytest
 
 from tools.rag.chunking import ChunkingConfig, chunk_sections
 from tools.rag.errors import KnowledgeError
-from tools.rag.parsers import ParseError, Section, parse_file
+from tools.rag.parsers import ParsedDocument, ParseError, Section, parse_source
+from tools.rag.sources import SourceFile, iter_sources
+
+
+def _parse(path: Path) -> ParsedDocument:
+    """One file as ingestion reads and parses it."""
+    (source,) = iter_sources([path])
+    assert isinstance(source, SourceFile), source
+    return parse_source(source)
 
 
 def test_markdown_sections_follow_headings_and_front_matter(tmp_path: Path) -> None:
@@ -19,7 +27,7 @@ def test_markdown_sections_follow_headings_and_front_matter(tmp_path: Path) -> N
         "## Voice\nCalm and warm.\n\n### Detail\nShort sentences.\n## Words\nNo hype.\n",
         encoding="utf-8",
     )
-    parsed = parse_file(doc)
+    parsed = _parse(doc)
     assert parsed.meta == {"doc_id": "g1", "language": "de", "market": "DE"}
     assert [s.heading for s in parsed.sections] == [
         "Title",
@@ -37,7 +45,7 @@ def test_html_keeps_headings_and_drops_scripts(tmp_path: Path) -> None:
         "<script>alert('x')</script><h2>Repairs</h2><ul><li>Boots</li><li>Zips</li></ul></body>",
         encoding="utf-8",
     )
-    sections = parse_file(doc).sections
+    sections = _parse(doc).sections
     assert [(s.heading, s.text) for s in sections] == [
         ("Returns", "Free for 30 days."),
         ("Repairs", "Boots\n\nZips"),
@@ -50,7 +58,7 @@ def test_pdf_text_is_extracted_per_page(
 ) -> None:
     doc = tmp_path / "claims.pdf"
     doc.write_bytes(make_pdf(["Approved claim: recycled down.", "Valid for 2026."]))
-    parsed = parse_file(doc)
+    parsed = _parse(doc)
     assert parsed.sections[0].heading == "page 1"
     assert "recycled down" in parsed.sections[0].text
 
@@ -61,7 +69,7 @@ def test_catalogue_rows_become_records_with_fields(tmp_path: Path) -> None:
         json.dumps({"items": [{"sku": "A1", "name": "Jacket", "claim_ids": ["x", "y"]}]}),
         encoding="utf-8",
     )
-    parsed = parse_file(doc)
+    parsed = _parse(doc)
     assert parsed.kind == "catalogue"
     (record,) = parsed.sections
     assert record.is_record and record.fields["claim_ids"] == "x, y"
@@ -84,7 +92,7 @@ def test_unparseable_documents_raise_with_reason(
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(ParseError, match=reason):
-        parse_file(path)
+        _parse(path)
 
 
 def test_chunks_respect_size_and_overlap() -> None:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import Session, col
+from typer.testing import CliRunner
 
+from liftloop.cli import app
 from liftloop.loop.measure import MeasureStage
 from liftloop.loop.payloads import CycleRef, MeasureInput, MeasureResult
 from liftloop.loop.tables import BanditState, CycleResult
+from liftloop.settings import get_settings
 from tests.stages.helpers import (
     OTHER_BATCH,
     CycleRefBuilder,
@@ -42,12 +46,14 @@ def _sent_cycle(env, engine, ref: CycleRef, window_start: datetime = T0) -> Cycl
     return ref.model_copy(update={"window_start": window_start})
 
 
-def _add_events(engine, events: list[tuple[str, str, datetime, dict[str, Any]]]) -> None:  # type: ignore[no-untyped-def]
+def _add_events(
+    engine, events: list[tuple[str, str, datetime, dict[str, Any]]], tag: str = "test"
+) -> None:  # type: ignore[no-untyped-def]
     with Session(engine) as session:
         for i, (pid, name, at, props) in enumerate(events):
             session.add(
                 Event(
-                    message_id=f"test-{pid}-{i}",
+                    message_id=f"{tag}-{pid}-{i}",
                     profile_id=pid,
                     name=name,
                     occurred_at=at,
@@ -268,3 +274,72 @@ def test_thompson_learns_from_the_people_sent(env, engine, cycle_ref: CycleRefBu
         if arm.startswith("twenty_off@"):
             assert all(row[k] == 0 for row in counts)
     assert any(d.outcome_orders for d in decisions(engine, ref))
+
+
+def test_campaign_report_draws_the_stored_cycle_results(
+    env, engine, cycle_ref: CycleRefBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`liftloop campaign report` reads what the measure stage stored, cycle by cycle."""
+    results, arms = [], []
+    for cycle in (1, 2):
+        ref = _sent_cycle(
+            env,
+            engine,
+            cycle_ref(cycle=cycle, shards=2, window_s=WINDOW_S),
+            window_start=T0 + timedelta(hours=2 * (cycle - 1)),
+        )
+        treated, holdout = _split(engine, ref)
+        at = ref.window_start + timedelta(minutes=5)  # type: ignore[operator]
+        orders = [_order(pid, at, 10.0) for pid in treated[: 20 * cycle]] + [
+            _order(holdout[0], at, 6.0)
+        ]
+        _add_events(engine, orders, tag=f"cycle{cycle}")
+        results.append(_measure(env, engine, ref))
+        arms.append(Counter("holdout" if d.holdout else d.arm for d in decisions(engine, ref)))
+
+    # The stage's engine and the command's read the same CDP file.
+    monkeypatch.setenv("LIFTLOOP_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "report"
+        res = CliRunner().invoke(
+            app, ["campaign", "report", ref.campaign_id, "--out", str(out), "--json"]
+        )
+        missing = CliRunner().invoke(app, ["campaign", "report", "nope", "--out", str(out)])
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["cycles"] == [1, 2] and report["metric"] == "contribution margin"
+    # The lift after each cycle is the cumulative, always-valid estimate the stop rule read.
+    assert report["lift"] == [
+        {
+            "cycle": r.cycle,
+            "diff": r.cumulative.estimate,
+            "ci_low": r.cumulative.ci_low,
+            "ci_high": r.cumulative.ci_high,
+        }
+        for r in results
+        if r.cumulative is not None
+    ]
+    assert len(report["lift"]) == 2
+    assert [a["counts"] for a in report["arms"]] == [dict(c) for c in arms]
+    last = results[-1]
+    assert report["decision"] == {
+        "action": last.decision,
+        "reason": last.decision_reason,
+        "cycle": 2,
+        "detail": "",
+    }
+    assert report["html"] == str(out / "report.html")
+    assert sorted(Path(c).name for c in report["charts"]) == [
+        "arm_shares.png",
+        "lift_over_time.png",
+    ]
+    page = (out / "report.html").read_text()
+    latest = report["lift"][-1]
+    assert f"Latest lift in contribution margin: {latest['diff']:.4g}" in page
+    assert f"StopDecision after cycle 2: <strong>{last.decision}</strong>" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert missing.exit_code == 2
+    assert "campaign_id: nope: no measured cycles" in missing.stderr

@@ -2,22 +2,25 @@
 
 Statements come from consent messages (with source, time and lawful basis) and from connector
 events that withdraw consent: unsubscribes, spam complaints and hard bounces.
+
+A statement dated later than the moment consent is read has not been made yet and does not
+count. Ingestion refuses such stamps and never dates a statement after its arrival
+(tools/cdp/ingest.py); this keeps rows stored before it did (a grant dated 9999-12-31) from
+outranking every later withdrawal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from opentelemetry import trace
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from tools.cdp.sql import chunks, cols
+from tools.cdp.sql import as_utc, cols, utcnow
 from tools.cdp.tables import Consent, Profile
 
-tracer = trace.get_tracer("liftloop.cdp")
 _CO = cols(Consent)
 _PR = cols(Profile)
 PURPOSES = ("marketing", "personalisation", "analytics", "ads")
@@ -45,8 +48,12 @@ def withdrawals(event: str, properties: dict[str, Any]) -> list[tuple[str, str]]
     return []
 
 
-def latest_consent(purpose: str, channels: Iterable[str]) -> Select[tuple[str, str, bool]]:
-    """(profile_id, channel, granted) of the latest statement for each profile and channel."""
+def latest_consent(
+    purpose: str, channels: Iterable[str], *, now: datetime | None = None
+) -> Select[tuple[str, str, bool]]:
+    """(profile_id, channel, granted) of the latest statement for each profile and channel,
+    among those made by `now` (the current time by default)."""
+    at = utcnow() if now is None else as_utc(now)
     ranked = (
         select(
             _CO.profile_id,
@@ -59,42 +66,35 @@ def latest_consent(purpose: str, channels: Iterable[str]) -> Select[tuple[str, s
             )
             .label("rn"),
         )
-        .where(_CO.purpose == purpose, _CO.channel.in_(list(channels)))
+        .where(_CO.purpose == purpose, _CO.channel.in_(list(channels)), _CO.recorded_at <= at)
         .subquery()
     )
     return select(ranked.c.profile_id, ranked.c.channel, ranked.c.granted).where(ranked.c.rn == 1)
 
 
-def has_consent(purpose: str, channel: str, profile_id: Any = None) -> ColumnElement[bool]:
-    """True where the latest statement for the profile grants purpose on channel.
+def has_consent(
+    purpose: str, channel: str, profile_id: Any = None, *, now: datetime | None = None
+) -> ColumnElement[bool]:
+    """True where the latest statement for the profile made by `now` (the current time by
+    default) grants purpose on channel.
 
     `profile_id` is the column to correlate with (profiles.id by default), so the condition
     composes into segment queries."""
     pid = _PR.id if profile_id is None else profile_id
+    at = utcnow() if now is None else as_utc(now)
     latest = (
         select(_CO.granted)
-        .where(and_(_CO.profile_id == pid, _CO.purpose == purpose, _CO.channel == channel))
+        .where(
+            and_(
+                _CO.profile_id == pid,
+                _CO.purpose == purpose,
+                _CO.channel == channel,
+                _CO.recorded_at <= at,
+            )
+        )
         .order_by(_CO.recorded_at.desc(), _CO.id.desc())
         .limit(1)
         .correlate_except(Consent)
         .scalar_subquery()
     )
     return latest.is_(True)
-
-
-def consented(engine: Engine, profile_ids: Sequence[str], purpose: str, channel: str) -> set[str]:
-    """The profiles among `profile_ids` that may be contacted now: the send-time check."""
-    with tracer.start_as_current_span("cdp.consented") as span:
-        span.set_attribute("cdp.purpose", purpose)
-        span.set_attribute("cdp.channel", channel)
-        span.set_attribute("cdp.profiles", len(profile_ids))
-        allowed: set[str] = set()
-        with engine.connect() as conn:
-            for part in chunks(list(profile_ids)):
-                allowed.update(
-                    conn.execute(
-                        select(_PR.id).where(_PR.id.in_(part), has_consent(purpose, channel))
-                    ).scalars()
-                )
-        span.set_attribute("cdp.allowed", len(allowed))
-        return allowed

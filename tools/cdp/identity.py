@@ -13,18 +13,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tools.cdp.addresses import AddressError, email_address, phone_number
+
 Ident = tuple[str, str]
 KINDS = ("user_id", "anonymous_id", "email", "phone", "device_id")
 
 
 def normalise(kind: str, value: str) -> str:
-    """Email lower-cased and trimmed, phone reduced to digits and a leading +."""
+    """The stored form of an identifier, to look one up: an e-mail address as ingestion stores
+    it (normalised, then lower-cased whole), a phone in E.164. Ingestion refuses addresses that
+    do not normalise (tools/cdp/addresses.py); a lookup of such text falls back to the plain
+    forms earlier versions stored (lower-cased; digits with the leading +)."""
     value = value.strip()
     if kind == "email":
-        return value.lower()
+        try:
+            return email_address(value).lower()
+        except AddressError:
+            return value.lower()
     if kind == "phone":
-        digits = "".join(ch for ch in value if ch.isdigit())
-        return ("+" + digits) if value.startswith("+") else digits
+        try:
+            return phone_number(value)
+        except AddressError:
+            digits = "".join(ch for ch in value if ch.isdigit())
+            return ("+" + digits) if value.startswith("+") else digits
     return value
 
 

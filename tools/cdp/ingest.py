@@ -1,8 +1,20 @@
-"""Ingestion: messages → contract check → identity resolution → events, traits, consent, features.
+"""Ingestion: messages → checks → identity resolution → events, traits, consent, features.
 
 One function serves the API, the CLI and the benchmark. A batch is written in one transaction
 with bulk statements; it is idempotent on `messageId` (a message already stored or quarantined
 counts as a duplicate and changes nothing).
+
+Every message is checked before anything of it is stored, and one that fails a check goes to
+the quarantine whole, with the field and the reason, while the rest of its batch goes on:
+
+- its `timestamp` must lie between `earliest` (1990-01-01) and `max_future_skew` (5 minutes)
+  after the batch's arrival: a statement stamped in the future would win every later one;
+- a `track` event must match its data contract;
+- an `identify`'s `traits.email` and `traits.phone` must each be one address
+  (tools/cdp/addresses.py); they are stored normalised.
+
+Consent and traits go by the time of each statement, but never by a time later than its
+arrival, so a clock a few minutes ahead cannot outrank what is said after it.
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -22,11 +34,19 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, delete, func, literal, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from tools.cdp.addresses import (
+    AddressError,
+    email_address,
+    is_email_address,
+    is_phone_number,
+    phone_number,
+    region_of,
+)
 from tools.cdp.consent import WITHDRAWING_EVENTS, withdrawals
-from tools.cdp.contracts import ContractRegistry
-from tools.cdp.errors import MessageError
+from tools.cdp.contracts import ContractRegistry, Violation
+from tools.cdp.errors import CdpError, MessageError
 from tools.cdp.features import apply_events, events_of
-from tools.cdp.identity import Ident, UnionFind, canonical_id, normalise
+from tools.cdp.identity import Ident, UnionFind, canonical_id
 from tools.cdp.messages import (
     Alias,
     AnyMessage,
@@ -37,6 +57,7 @@ from tools.cdp.messages import (
     parse_many,
 )
 from tools.cdp.sql import (
+    as_utc,
     bulk_write,
     bulk_write_columns,
     chunks,
@@ -72,6 +93,15 @@ _SM = cols(SegmentMember)
 _TS = cols(TraitState)
 # Traits that also live in a column of `profiles`, so the loop can read them without JSON.
 PROFILE_COLUMNS = ("email", "phone", "first_name", "country", "timezone", "language")
+# How far ahead of its arrival a statement may be stamped (clients' clocks drift); later ones
+# are quarantined. The earliest time accepted: before it, a stamp is a broken clock (the Unix
+# epoch 1970-01-01, Excel's 1900, 0001-01-01) or a forgery. 1990 and not later, so that
+# historical orders (the CDNOW sample of 1997, tests/cdp/test_cdnow.py) still import.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+EARLIEST_TIMESTAMP = datetime(1990, 1, 1, tzinfo=UTC)
+# Ranks a stored statement from the future (written before these checks existed) below any
+# other: it has not been made yet.
+_NOT_YET = datetime.min.replace(tzinfo=UTC)
 
 
 class IngestResult(BaseModel):
@@ -87,6 +117,9 @@ class IngestResult(BaseModel):
 class _Batch:
     source: str
     now: datetime
+    # Statements stamped outside [earliest, latest] are quarantined.
+    earliest: datetime
+    latest: datetime
     accepted: list[AnyMessage] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
@@ -144,12 +177,24 @@ def ingest(
     source: str,
     registry: ContractRegistry,
     now: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+    earliest: datetime = EARLIEST_TIMESTAMP,
 ) -> IngestResult:
-    """Ingest raw JSON messages; unreadable ones are quarantined with the field and reason."""
+    """Ingest raw JSON messages; unreadable ones are quarantined with the field and reason.
+
+    `now` is the batch's time of arrival; a message stamped more than `max_future_skew` after
+    it or before `earliest` is quarantined (see the module's docstring)."""
     with collector_paused():
         parsed, unreadable = parse_many(raws)
         return ingest_parsed(
-            engine, parsed, source=source, registry=registry, now=now, unreadable=unreadable
+            engine,
+            parsed,
+            source=source,
+            registry=registry,
+            now=now,
+            unreadable=unreadable,
+            max_future_skew=max_future_skew,
+            earliest=earliest,
         )
 
 
@@ -178,14 +223,23 @@ def ingest_parsed(
     registry: ContractRegistry,
     now: datetime | None = None,
     unreadable: Sequence[tuple[Any, MessageError]] = (),
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+    earliest: datetime = EARLIEST_TIMESTAMP,
 ) -> IngestResult:
-    """Ingest (raw, parsed) messages in one transaction."""
+    """Ingest (raw, parsed) messages in one transaction (the time limits as in `ingest`)."""
     with collector_paused(), tracer.start_as_current_span("cdp.ingest") as span:
         span.set_attribute("cdp.source", source)
         span.set_attribute("cdp.messages", len(messages) + len(unreadable))
         with engine.begin() as conn:
             result = ingest_on(
-                conn, messages, source=source, registry=registry, now=now, unreadable=unreadable
+                conn,
+                messages,
+                source=source,
+                registry=registry,
+                now=now,
+                unreadable=unreadable,
+                max_future_skew=max_future_skew,
+                earliest=earliest,
             )
         for key, value in result.model_dump().items():
             span.set_attribute(f"cdp.{key}", value)
@@ -200,12 +254,22 @@ def ingest_on(
     registry: ContractRegistry,
     now: datetime | None = None,
     unreadable: Sequence[tuple[Any, MessageError]] = (),
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+    earliest: datetime = EARLIEST_TIMESTAMP,
 ) -> IngestResult:
-    """The ingestion itself, inside the caller's transaction."""
+    """The ingestion itself, inside the caller's transaction (the time limits as in `ingest`)."""
+    if max_future_skew < timedelta(0):
+        raise CdpError("max_future_skew", "must not be negative")
+    arrival = utcnow() if now is None else as_utc(now)
     # Concurrent batches (API workers, parallel senders) may carry the same messageId: without
     # this, each would find it new and add it to the features (tests/cdp/test_concurrent_ingest).
     one_writer_at_a_time(conn, PEOPLE_WRITER)
-    batch = _Batch(source=source, now=now or utcnow())
+    batch = _Batch(
+        source=source,
+        now=arrival,
+        earliest=as_utc(earliest),
+        latest=arrival + max_future_skew,
+    )
     _triage(conn, batch, messages, unreadable, registry)
     merges = _write(conn, batch, registry)
     return IngestResult(
@@ -261,10 +325,20 @@ def _triage(
         return True
 
     batch.quarantine.extend(r for r in bad_rows if fresh(r["message_id"]))
+    countries = _stored_countries(
+        conn, [m for _, m in messages if type(m) is Identify and _national_phone(m)]
+    )
+    earliest, latest = batch.earliest, batch.latest
     for raw, msg in messages:
         if not fresh(msg.message_id):
             continue
-        violation = registry.check(msg.event, msg.properties) if isinstance(msg, Track) else None
+        at = msg.timestamp  # checked inline: this loop runs for every message
+        violation = None if at is None or earliest <= at <= latest else _time_violation(msg, batch)
+        if violation is None:
+            if isinstance(msg, Track):
+                violation = registry.check(msg.event, msg.properties)
+            elif isinstance(msg, Identify):
+                msg, violation = _with_addresses(msg, countries)
         if violation is None:
             batch.accepted.append(msg)
         else:
@@ -280,6 +354,101 @@ def _triage(
             )
 
 
+def _time_violation(msg: AnyMessage, batch: _Batch) -> Violation | None:
+    at = msg.timestamp
+    if at is None or batch.earliest <= at <= batch.latest:
+        return None
+    if at > batch.latest:
+        reason = (
+            f"{at.isoformat()} lies in the future: more than {batch.latest - batch.now} after"
+            f" the message arrived ({batch.now.isoformat()})"
+        )
+    else:
+        reason = f"{at.isoformat()} is before {batch.earliest.isoformat()}, the earliest accepted"
+    return Violation(field="timestamp", reason=reason, version=None)
+
+
+def _national_phone(msg: Identify) -> bool:
+    """True when the message's phone has no country prefix and its own traits name no country."""
+    phone = msg.traits.get("phone")
+    return (
+        isinstance(phone, str)
+        and not phone.strip().startswith("+")
+        and region_of(msg.traits.get("country")) is None
+    )
+
+
+def _own_ids(msg: AnyMessage) -> list[Ident]:
+    out: list[Ident] = []
+    if msg.user_id is not None:
+        out.append(("user_id", msg.user_id))
+    if msg.anonymous_id is not None:
+        out.append(("anonymous_id", msg.anonymous_id))
+    return out
+
+
+def _stored_countries(conn: Connection, msgs: list[Identify]) -> dict[Ident, str]:
+    """The stated country of the known people these messages name, by their ids: a phone
+    number without its country prefix is read in it."""
+    if not msgs:
+        return {}
+    by_kind: dict[str, set[str]] = {}
+    for msg in msgs:
+        for kind, value in _own_ids(msg):
+            by_kind.setdefault(kind, set()).add(value)
+    owner: dict[Ident, str] = {}
+    for kind, values in by_kind.items():
+        owner.update(
+            ((kind, r[0]), r[1]) for r in fetch_in(conn, _SQL_OWNERS, sorted(values), kind)
+        )
+    stated: dict[str, str] = {}
+    ts = _TS
+    for part in chunks(sorted(set(owner.values()))):
+        for pid, country in conn.execute(
+            select(ts.profile_id, ts.value).where(ts.trait == "country", ts.profile_id.in_(part))
+        ):
+            if region_of(country) is not None:
+                stated[pid] = country
+    return {ident: stated[pid] for ident, pid in owner.items() if pid in stated}
+
+
+def _with_addresses(
+    msg: Identify, countries: dict[Ident, str]
+) -> tuple[Identify, Violation | None]:
+    """The message with its email and phone traits normalised, or the first one refused.
+
+    A phone without its country prefix is read in the country the message states, else in the
+    one an earlier message of the batch stated for the same id, else in the stored one."""
+    traits = msg.traits
+    email, phone = traits.get("email"), traits.get("phone")
+    if email is None and phone is None:
+        _note_country(msg, countries)
+        return msg, None
+    fixed = dict(traits)
+    try:
+        if email is not None:
+            fixed["email"] = email_address(email, "traits.email")
+        if phone is not None:
+            country = traits.get("country")
+            if region_of(country) is None:
+                country = next((countries[i] for i in _own_ids(msg) if i in countries), None)
+            fixed["phone"] = phone_number(phone, country, "traits.phone")
+    except AddressError as exc:
+        return msg, Violation(field=exc.field, reason=exc.reason, version=None)
+    _note_country(msg, countries)
+    if fixed == traits:
+        return msg, None
+    return msg.model_copy(update={"traits": fixed}), None
+
+
+def _note_country(msg: Identify, countries: dict[Ident, str]) -> None:
+    """An accepted message's country, for later messages of the batch about the same ids."""
+    country = msg.traits.get("country")
+    if isinstance(country, str) and region_of(country) is not None:
+        for ident in _own_ids(msg):
+            countries[ident] = country
+
+
 def identifiers(msg: AnyMessage) -> list[Ident]:
     """Everything the message says about who it is; the first is its primary identifier."""
     out: list[Ident] = []
@@ -292,17 +461,32 @@ def identifiers(msg: AnyMessage) -> list[Ident]:
         if device:
             out.append(("device_id", device))
     if isinstance(msg, Identify):
-        for kind in ("email", "phone"):
-            value = msg.traits.get(kind)
-            if isinstance(value, str) and value.strip():
-                out.append((kind, normalise(kind, value)[:200]))
+        # Ingestion normalised both (`_with_addresses`); only a valid address is an identity.
+        email, phone = msg.traits.get("email"), msg.traits.get("phone")
+        if is_email_address(email):
+            out.append(("email", email.lower()))
+        if is_phone_number(phone):
+            out.append(("phone", phone))
     return out
+
+
+# A message quarantined again after a replay handed it back (its row says "replayed") opens
+# again with its new field and reason; its payload and arrival stay as they were.
+_REOPEN = {
+    c: f"{table_of(QuarantinedMessage).name}.{c}"
+    for c in ("event", "user_id", "anonymous_id", "source", "payload", "received_at")
+}
 
 
 def _write(conn: Connection, batch: _Batch, registry: ContractRegistry) -> int:
     if batch.quarantine:
         bulk_write(
-            conn, QuarantinedMessage, batch.quarantine, keys=["message_id"], on_conflict="ignore"
+            conn,
+            QuarantinedMessage,
+            batch.quarantine,
+            keys=["message_id"],
+            on_conflict="update",
+            set_sql=_REOPEN,
         )
     msgs = batch.accepted
     if not msgs:
@@ -555,12 +739,14 @@ def _merge(
         .all()
     )
     latest: dict[str, dict[str, Any]] = {}
+
+    def rank(state: Any) -> tuple[datetime, bool]:
+        at = state["recorded_at"]
+        return (at if at <= now else _NOT_YET, state["profile_id"] == winner)
+
     for s in states:
         cur = latest.get(s["trait"])
-        if cur is None or (s["recorded_at"], s["profile_id"] == winner) > (
-            cur["recorded_at"],
-            cur["profile_id"] == winner,
-        ):
+        if cur is None or rank(s) > rank(cur):
             latest[s["trait"]] = dict(s)
     conn.execute(delete(table_of(TraitState)).where(ts.profile_id.in_([winner, held_as])))
     if latest:
@@ -593,8 +779,10 @@ def _apply_traits(conn: Connection, items: list[tuple[Identify, str]], batch: _B
             current[(r[0], r[1])] = r[2]
     history: list[dict[str, Any]] = []
     winners: dict[tuple[str, str], dict[str, Any]] = {}
+    now = batch.now
     for msg, pid in items:
-        at = msg.timestamp or batch.now
+        # Never later than its arrival: a clock ahead must not outrank what is said after it.
+        at = min(msg.timestamp or now, now)
         for trait, value in msg.traits.items():
             row = {
                 "profile_id": pid,
@@ -605,7 +793,8 @@ def _apply_traits(conn: Connection, items: list[tuple[Identify, str]], batch: _B
             }
             history.append({**row, "message_id": msg.message_id})
             prior = current.get((pid, trait))
-            if prior is None or at >= prior:
+            # A stored time from the future (before these checks) has not come yet: it yields.
+            if prior is None or prior > now or at >= prior:
                 current[(pid, trait)] = at
                 winners[(pid, trait)] = row
     if history:
@@ -633,8 +822,12 @@ def _refresh_profiles(conn: Connection, pids: list[str]) -> None:
             **{c: func.coalesce(bindparam(f"b_{c}"), p[c]) for c in PROFILE_COLUMNS},
         )
     )
-    params = [
-        {
+    params = []
+    # Addresses stated before ingestion checked them and that are not one valid address: the
+    # column is cleared rather than given to a sender.
+    invalid: dict[str, list[str]] = {"email": [], "phone": []}
+    for pid, values in traits.items():
+        row = {
             "b_id": pid,
             "b_traits": values,
             **{
@@ -642,10 +835,25 @@ def _refresh_profiles(conn: Connection, pids: list[str]) -> None:
                 for c in PROFILE_COLUMNS
             },
         }
-        for pid, values in traits.items()
-    ]
+        for c in ("email", "phone"):
+            stated = row[f"b_{c}"]
+            if isinstance(stated, str):
+                row[f"b_{c}"] = _address_or_none(c, stated, values.get("country"))
+                if row[f"b_{c}"] is None:
+                    invalid[c].append(pid)
+        params.append(row)
     if params:
         conn.execute(stmt, params)
+    for c, bad in invalid.items():
+        if bad:
+            conn.execute(update(table_of(Profile)).where(p.id.in_(bad)).values({c: None}))
+
+
+def _address_or_none(kind: str, value: str, country: Any) -> str | None:
+    try:
+        return email_address(value) if kind == "email" else phone_number(value, country)
+    except AddressError:
+        return None
 
 
 def _apply_consent(
@@ -656,7 +864,10 @@ def _apply_consent(
     batch: _Batch,
 ) -> None:
     rows: list[dict[str, Any]] = []
-    for msg, pid, at in zip(msgs, pids, times, strict=True):
+    now = batch.now
+    for msg, pid, stated in zip(msgs, pids, times, strict=True):
+        # Never later than its arrival: a clock ahead must not outrank a later withdrawal.
+        at = min(stated, now)
         if isinstance(msg, ConsentMessage):
             rows.extend(
                 {

@@ -6,16 +6,14 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry import trace
 from sqlalchemy import or_, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from tools.cdp.errors import CdpError, UnknownIdentityError
 from tools.cdp.identity import KINDS, normalise
 from tools.cdp.sql import as_utc, chunks, cols, insert, utcnow
 from tools.cdp.tables import BucketAssignment, Identity, Profile
 
-tracer = trace.get_tracer("liftloop.cdp")
 _BA = cols(BucketAssignment)
 _ID = cols(Identity)
 _PR = cols(Profile)
@@ -33,10 +31,9 @@ def profile_of(conn: Connection, any_id: str) -> str | None:
     return None if exists is None else str(exists)
 
 
-def resolve_profile(engine: Engine, any_id: str) -> str:
+def resolve_profile(conn: Connection, any_id: str) -> str:
     """The canonical profile id for any known id; UnknownIdentityError when nobody has it."""
-    with engine.connect() as conn:
-        pid = profile_of(conn, any_id)
+    pid = profile_of(conn, any_id)
     if pid is None:
         raise UnknownIdentityError("id", "no profile or identity has this id")
     return pid
@@ -45,20 +42,6 @@ def resolve_profile(engine: Engine, any_id: str) -> str:
 def _hash_bucket(salt: str, pid: str) -> int:
     digest = hashlib.sha256(f"{salt}\x1f{pid}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
-
-
-def buckets_for(engine: Engine, campaign_salt: str, ids: Sequence[str]) -> dict[str, int]:
-    """Bucket (0–9,999) per id, any of a person's ids; see `profile_buckets`.
-
-    Unknown ids are bucketed by hash of themselves, and that assignment is stored too."""
-    if not campaign_salt:
-        raise CdpError("campaign_salt", "must not be empty")
-    with tracer.start_as_current_span("cdp.buckets_for") as span:
-        span.set_attribute("cdp.ids", len(ids))
-        with engine.begin() as conn:
-            owners = {i: profile_of(conn, i) or i for i in dict.fromkeys(ids)}
-            by_owner = profile_buckets(conn, campaign_salt, sorted(set(owners.values())))
-        return {i: by_owner[owner] for i, owner in owners.items()}
 
 
 def profile_buckets(
@@ -109,8 +92,3 @@ def profile_buckets(
             list(rows),
         )
     return out
-
-
-def bucket_for(engine: Engine, campaign_salt: str, any_id: str) -> int:
-    """The stored bucket (0–9,999) of the person behind `any_id` under `campaign_salt`."""
-    return buckets_for(engine, campaign_salt, [any_id])[any_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import MessageError
-from tools.cdp.ingest import ingest_on
+from tools.cdp.ingest import EARLIEST_TIMESTAMP, MAX_FUTURE_SKEW, ingest_on
 from tools.cdp.messages import AnyMessage, parse_message
 from tools.cdp.sql import chunks, cols, table_of, utcnow
 from tools.cdp.tables import QuarantinedMessage
@@ -34,10 +35,20 @@ def _raw(payload: dict[str, Any]) -> Any:
 
 
 def replay_quarantine(
-    engine: Engine, registry: ContractRegistry, *, event: str | None = None, batch_size: int = 500
+    engine: Engine,
+    registry: ContractRegistry,
+    *,
+    event: str | None = None,
+    batch_size: int = 500,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+    earliest: datetime = EARLIEST_TIMESTAMP,
 ) -> ReplayResult:
     """Re-check open quarantined messages against the contracts in force and ingest those that
-    now pass; the rest stay open with their (possibly new) field and reason."""
+    now pass; the rest stay open with their (possibly new) field and reason.
+
+    Ingestion's other checks (time, addresses; the limits as in `ingest`) run again too: a
+    message that fails one is opened again with that reason, and one stamped a little in the
+    future passes once its time has come."""
     with tracer.start_as_current_span("cdp.replay_quarantine") as span:
         query = select(_QM.id, _QM.payload, _QM.source).where(_QM.status == "open")
         if event is not None:
@@ -99,6 +110,8 @@ def replay_quarantine(
                         [(raw, msg) for _, raw, msg in items],
                         source=source,
                         registry=registry,
+                        max_future_skew=max_future_skew,
+                        earliest=earliest,
                     )
                 replayed += result.accepted
         span.set_attribute("cdp.examined", len(rows))

@@ -10,11 +10,17 @@ Conditions on the profile's columns use them directly; any other trait is read f
 traits. Event conditions count a person's events of a name in a window before `as_of`
 (optionally only those whose properties equal `where`). A segment reference is compiled inline
 when its definition is given, else read from the segment's latest snapshot. `all`, `any` and
-`not` nest.
+`not` nest, at most `MAX_DEPTH` levels (an inlined segment reference counts as one).
+
+A trait or property name becomes a JSON path in SQL, so it must be an identifier (`NAME`:
+a letter or `_`, then letters, digits or `_`, at most 64): `a.b` or `$[0]` would read another
+value, a quote would break the statement. A name outside it, like every other fault of a spec,
+raises `SegmentError` with the path of the condition, before any SQL runs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +29,7 @@ from typing import Any
 import yaml
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Select, and_, exists, func, insert, literal, not_, or_, select, true, update
+from sqlalchemy import and_, exists, func, insert, literal, not_, or_, select, true, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
@@ -43,14 +49,29 @@ _SS = cols(SegmentSnapshot)
 _COLUMNS = {"id", "email", "phone", "country", "timezone", "language", "segment", "source_batch"}
 _OPS = {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte"}
 _COUNT_OPS = {"count_eq", "count_gt", "count_gte", "count_lt", "count_lte"}
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Levels of all / any / not (and inlined segment references) in one spec.
+MAX_DEPTH = 32
+_NAME_RULE = "letters, digits and '_', not starting with a digit, at most 64"
 
 
 class SegmentError(CdpError):
-    """A segment spec that cannot compile: `"<path>: <reason>"`."""
+    """A segment spec that cannot compile: `"<path>: <reason>"`, or the path and the reason
+    apart (for a reason or path that may itself hold ": ")."""
 
-    def __init__(self, message: str) -> None:
-        field, _, reason = message.partition(": ")
-        super().__init__(field, reason)
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        if reason is None:
+            message, _, reason = message.partition(": ")
+        super().__init__(message, reason)
+
+
+def _checked_name(name: Any, path: str, what: str) -> str:
+    """`name` when it is an identifier (`NAME`); SegmentError at `path` otherwise."""
+    if not isinstance(name, str) or not name:
+        raise SegmentError(path, f"must be a non-empty {what} name")
+    if not NAME.fullmatch(name):
+        raise SegmentError(path, f"{name[:80]!r} is not a valid {what} name ({_NAME_RULE})")
+    return name
 
 
 class SnapshotResult(BaseModel):
@@ -65,8 +86,10 @@ class SnapshotResult(BaseModel):
 
 
 class _Context:
-    def __init__(self, as_of: datetime, segments: Mapping[str, Any]) -> None:
+    def __init__(self, as_of: datetime, segments: Mapping[str, Any], now: datetime) -> None:
         self.as_of = as_utc(as_of)
+        # Consent is the one in force at `now`, whatever `as_of` says.
+        self.now = as_utc(now)
         self.segments = segments
         self.stack: list[str] = []
 
@@ -86,8 +109,7 @@ def _column(trait: str, sample: Any) -> Any:
 
 
 def _trait(cond: dict[str, Any], path: str) -> ColumnElement[bool]:
-    if not isinstance(cond["trait"], str) or not cond["trait"]:
-        raise SegmentError(f"{path}.trait: must be a non-empty string")
+    trait = _checked_name(cond["trait"], f"{path}.trait", "trait")
     ops = [k for k in cond if k != "trait"]
     if len(ops) != 1 or ops[0] not in _OPS:
         raise SegmentError(f"{path}: exactly one operator of {sorted(_OPS)} is required")
@@ -95,12 +117,12 @@ def _trait(cond: dict[str, Any], path: str) -> ColumnElement[bool]:
     if op in ("in", "not_in"):
         if not isinstance(value, list) or not value:
             raise SegmentError(f"{path}.{op}: must be a non-empty list")
-        col = _column(cond["trait"], value[0])
+        col = _column(trait, value[0])
         member: ColumnElement[bool] = col.in_(value) if op == "in" else col.not_in(value)
         return member
     if not isinstance(value, str | int | float | bool):
         raise SegmentError(f"{path}.{op}: must be a string, number or boolean")
-    col = _column(cond["trait"], value)
+    col = _column(trait, value)
     expr: ColumnElement[bool] = {
         "eq": col == value,
         "ne": col != value,
@@ -137,6 +159,7 @@ def _event(cond: dict[str, Any], path: str, ctx: _Context) -> ColumnElement[bool
         raise SegmentError(f"{path}.where: must be a mapping of property to value")
     props = _EV.properties
     for key, value in where.items():
+        _checked_name(key, f"{path}.where", "property")
         if not isinstance(value, str | int | float | bool):
             raise SegmentError(f"{path}.where.{key}: must be a string, number or boolean")
         col = props[key]
@@ -166,7 +189,7 @@ def _event(cond: dict[str, Any], path: str, ctx: _Context) -> ColumnElement[bool
     }[op]
 
 
-def _consent(cond: dict[str, Any], path: str) -> ColumnElement[bool]:
+def _consent(cond: dict[str, Any], path: str, ctx: _Context) -> ColumnElement[bool]:
     spec = cond["consent"]
     if not isinstance(spec, dict):
         raise SegmentError(f"{path}.consent: must be a mapping with purpose and channel")
@@ -175,10 +198,10 @@ def _consent(cond: dict[str, Any], path: str) -> ColumnElement[bool]:
         raise SegmentError(f"{path}.consent.purpose: must be one of {list(PURPOSES)}")
     if channel not in CHANNELS:
         raise SegmentError(f"{path}.consent.channel: must be one of {list(CHANNELS)}")
-    return has_consent(purpose, channel)
+    return has_consent(purpose, channel, now=ctx.now)
 
 
-def _reference(cond: dict[str, Any], path: str, ctx: _Context) -> ColumnElement[bool]:
+def _reference(cond: dict[str, Any], path: str, ctx: _Context, depth: int) -> ColumnElement[bool]:
     name = cond["segment"]
     if not isinstance(name, str) or not name:
         raise SegmentError(f"{path}.segment: must be a segment name")
@@ -187,35 +210,41 @@ def _reference(cond: dict[str, Any], path: str, ctx: _Context) -> ColumnElement[
     if name in ctx.segments:
         ctx.stack.append(name)
         try:
-            return _compile(ctx.segments[name], f"{path}.segment[{name}]", ctx)
+            return _compile(ctx.segments[name], f"{path}.segment[{name}]", ctx, depth + 1)
         finally:
             ctx.stack.pop()
     member = select(_SM.profile_id).where(_SM.segment == name)
     return _PR.id.in_(member)
 
 
-def _compile(spec: Any, path: str, ctx: _Context) -> ColumnElement[bool]:
+def _compile(spec: Any, path: str, ctx: _Context, depth: int = 0) -> ColumnElement[bool]:
     if spec is None or spec == {}:
         return true()
     if not isinstance(spec, dict):
         raise SegmentError(f"{path}: must be a mapping")
+    if depth > MAX_DEPTH:
+        # Checked before going deeper: a spec nested hundreds of levels would otherwise exhaust
+        # the stack here or in the SQL compiler.
+        raise SegmentError(path, f"nests more than {MAX_DEPTH} levels of all, any and not")
     for key in ("all", "any"):
         if key in spec:
             parts = spec[key]
             if not isinstance(parts, list):
                 raise SegmentError(f"{path}.{key}: must be a list of conditions")
-            compiled = [_compile(c, f"{path}.{key}.{i}", ctx) for i, c in enumerate(parts)]
+            compiled = [
+                _compile(c, f"{path}.{key}.{i}", ctx, depth + 1) for i, c in enumerate(parts)
+            ]
             return and_(true(), *compiled) if key == "all" else or_(literal(False), *compiled)
     if "not" in spec:
-        return not_(_compile(spec["not"], f"{path}.not", ctx))
+        return not_(_compile(spec["not"], f"{path}.not", ctx, depth + 1))
     if "trait" in spec:
         return _trait(spec, path)
     if "event" in spec:
         return _event(spec, path, ctx)
     if "consent" in spec:
-        return _consent(spec, path)
+        return _consent(spec, path, ctx)
     if "segment" in spec:
-        return _reference(spec, path, ctx)
+        return _reference(spec, path, ctx, depth)
     raise SegmentError(
         f"{path}: a condition needs one of all, any, not, trait, event, consent or segment"
     )
@@ -227,18 +256,14 @@ def compile_segment(
     *,
     as_of: datetime | None = None,
     segments: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> ColumnElement[bool]:
-    """The segment as a WHERE condition over `profiles` (event windows end at `as_of`)."""
-    return _compile(spec, path, _Context(as_of or utcnow(), segments or {}))
+    """The segment as a WHERE condition over `profiles` (event windows end at `as_of`;
+    consent conditions read the statements made by `now`, the current time by default).
 
-
-def select_members(
-    spec: dict[str, Any] | None,
-    *,
-    as_of: datetime | None = None,
-    segments: Mapping[str, Any] | None = None,
-) -> Select[tuple[str]]:
-    return select(_PR.id).where(compile_segment(spec, as_of=as_of, segments=segments))
+    SegmentError, with the path of the condition, for any fault of the spec."""
+    now = utcnow() if now is None else now
+    return _compile(spec, path, _Context(as_of or now, segments or {}, now))
 
 
 def count_segment(
@@ -363,7 +388,9 @@ def load_segment_file(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise SegmentError(f"{path.name}: cannot be read ({exc})") from None
+        raise SegmentError(path.name, f"cannot be read ({exc})") from None
+    except RecursionError:
+        raise SegmentError(path.name, f"nests too deeply (at most {MAX_DEPTH} levels)") from None
     if not isinstance(data, dict):
         raise SegmentError(f"{path.name}: must hold a mapping")
     if "segment" in data and "name" in data:

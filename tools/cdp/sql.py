@@ -183,9 +183,10 @@ def bulk_write_columns(
 
     The hot path of ingestion: SQLAlchemy's per-value type processing costs more than the
     insert itself, so JSON and datetimes are converted here once, a column at a time, in the
-    same stored form. `on_conflict` is "error", "ignore" or "update" on `keys`; an update
-    overwrites the non-key columns, or sets them to the SQL in `set_sql` (which may use
-    `excluded.<column>`)."""
+    same stored form; a type with `checks_writes` (an address column) still checks each
+    value. `on_conflict` is "error", "ignore" or "update" on `keys`; an update overwrites the
+    non-key columns, or sets them to the SQL in `set_sql` (which may use `excluded.<column>`
+    and `<table>.<column>` for the stored value)."""
     names = list(columns)
     if not names or not columns[names[0]]:
         return
@@ -199,6 +200,11 @@ def bulk_write_columns(
             values = [None if v is None else dumps(v) for v in values]
         elif _is_datetime(kind):
             values = to_times(values)
+        elif getattr(kind, "checks_writes", False):
+            # A column whose type guards what it holds (profiles.email, profiles.phone): the
+            # raw path must not be a way around it.
+            checked: Any = kind
+            values = [checked.process_bind_param(v, conn.dialect) for v in values]
         converted.append(values)
     into = f"INSERT INTO {table.name} ({', '.join(names)})"
     tail = ""

@@ -14,6 +14,8 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
+from tools.cdp.addresses import EmailColumn, PhoneColumn
+
 # The purchase-history segments a profile can carry (the Hillstrom data's mens, womens and
 # both). Decisioning learns per segment, so it indexes its posteriors by this order.
 PROFILE_SEGMENTS = ("mens", "womens", "both")
@@ -28,8 +30,9 @@ class Profile(SQLModel, table=True):
     __tablename__ = "profiles"
 
     id: str = Field(primary_key=True)
-    email: str | None = None
-    phone: str | None = None
+    # One normalised address each (tools/cdp/addresses.py): the loop sends to them as they are.
+    email: str | None = Field(default=None, sa_column=Column(EmailColumn(), nullable=True))
+    phone: str | None = Field(default=None, sa_column=Column(PhoneColumn(), nullable=True))
     first_name: str | None = None
     country: str = Field(default="US", index=True)
     timezone: str = "UTC"

@@ -1,11 +1,12 @@
-"""Experiment design: stable assignment, power and sample size, the pre-registration record."""
+"""Experiment design: power, sample size and MDE, the pre-registration record.
+
+Arms are assigned from the CDP's stored experiment bucket (`tools.cdp.people.profile_buckets`),
+which survives identity merges.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Literal
 
 from opentelemetry import trace
@@ -16,42 +17,6 @@ from scipy import stats as sps
 from tools.measure.errors import MeasureInputError
 
 tracer = trace.get_tracer("liftloop.measure")
-
-
-class ArmShare(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    name: str = Field(min_length=1)
-    share: float = Field(gt=0.0, le=1.0)
-
-
-def hash_bucket(canonical_id: str, salt: str) -> float:
-    """A uniform number in [0, 1) fixed by (salt, id).
-
-    The caller passes the identity's canonical id, the one that survives profile merges, so a
-    merged profile keeps the arm its canonical identity had.
-    """
-    if not canonical_id:
-        raise MeasureInputError("canonical_id", "must not be empty")
-    if not salt:
-        raise MeasureInputError("salt", "must not be empty")
-    digest = hashlib.sha256(f"{salt}\x1f{canonical_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def assign_arm(canonical_id: str, salt: str, arms: Sequence[ArmShare]) -> str:
-    """Deterministic arm for an identity: salted hash bucket against cumulative shares."""
-    if not arms:
-        raise MeasureInputError("arms", "need at least one arm")
-    total = sum(a.share for a in arms)
-    if abs(total - 1.0) > 1e-6:
-        raise MeasureInputError("arms", f"shares must sum to 1, got {total:.6f}")
-    u = hash_bucket(canonical_id, salt)
-    cumulative = 0.0
-    for arm in arms:
-        cumulative += arm.share
-        if u < cumulative:
-            return arm.name
-    return arms[-1].name
 
 
 def _z(alpha: float, power: float) -> tuple[float, float]:
@@ -127,6 +92,7 @@ def sample_size_means(sd: float, mde: float, alpha: float = 0.05, power: float =
 
 
 def mde_means(sd: float, n_per_arm: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest absolute mean change detectable with `n_per_arm` per arm (std dev `sd`)."""
     if sd <= 0:
         raise MeasureInputError("sd", "must be positive")
     if n_per_arm < 2:
@@ -166,11 +132,70 @@ def plan_proportion_test(
         )
 
 
-class MetricSpec(BaseModel):
+class MeanPowerResult(BaseModel):
     model_config = ConfigDict(frozen=True)
-    name: str = Field(min_length=1)
-    kind: Literal["mean", "proportion"] = "mean"
-    higher_is_better: bool = True
+    sd: float
+    mde: float
+    alpha: float
+    power: float
+    n_per_arm: int
+    n_total: int
+
+
+def plan_mean_test(
+    sd: float, mde: float, alpha: float = 0.05, power: float = 0.8, arms: int = 2
+) -> MeanPowerResult:
+    """Sample size for a test of a mean metric (revenue, margin), as the CLI reports it."""
+    with tracer.start_as_current_span("measure.plan_mean_test") as span:
+        if arms < 2:
+            raise MeasureInputError("arms", "need at least 2")
+        n = sample_size_means(sd, mde, alpha, power)
+        span.set_attributes({"measure.n_per_arm": n, "measure.arms": arms})
+        return MeanPowerResult(
+            sd=sd, mde=mde, alpha=alpha, power=power, n_per_arm=n, n_total=n * arms
+        )
+
+
+class MdeResult(BaseModel):
+    """The smallest effect a planned sample detects: absolute, and relative to a baseline
+    conversion rate (None for a mean metric)."""
+
+    model_config = ConfigDict(frozen=True)
+    baseline: float | None
+    sd: float | None
+    n_per_arm: int
+    alpha: float
+    power: float
+    mde: float
+    relative_mde: float | None
+
+
+def plan_mde(
+    n_per_arm: int,
+    *,
+    baseline: float | None = None,
+    sd: float | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> MdeResult:
+    """MDE of a conversion rate (`baseline`) or of a mean metric (`sd`), as the CLI reports it."""
+    with tracer.start_as_current_span("measure.plan_mde") as span:
+        if baseline is not None and sd is None:
+            mde = mde_proportions(baseline, n_per_arm, alpha, power)
+        elif sd is not None and baseline is None:
+            mde = mde_means(sd, n_per_arm, alpha, power)
+        else:
+            raise MeasureInputError("baseline", "give a baseline rate or a standard deviation")
+        span.set_attributes({"measure.n_per_arm": n_per_arm, "measure.mde": mde})
+        return MdeResult(
+            baseline=baseline,
+            sd=sd,
+            n_per_arm=n_per_arm,
+            alpha=alpha,
+            power=power,
+            mde=mde,
+            relative_mde=mde / baseline if baseline is not None else None,
+        )
 
 
 class StopRule(BaseModel):
@@ -191,40 +216,4 @@ class StopRule(BaseModel):
     def _cycles(self) -> StopRule:
         if self.max_cycles < self.min_cycles:
             raise MeasureInputError("max_cycles", "must be at least min_cycles")
-        return self
-
-
-class PreRegistration(BaseModel):
-    """Written before the first send and stored with the campaign; never edited afterwards."""
-
-    model_config = ConfigDict(frozen=True)
-    campaign_id: str = Field(min_length=1)
-    hypothesis: str = ""
-    primary: MetricSpec
-    secondary: list[MetricSpec] = Field(default_factory=list)
-    guardrails: list[MetricSpec] = Field(default_factory=list)
-    arms: list[ArmShare]
-    control_arm: str
-    salt: str = Field(min_length=1)
-    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
-    power: float = Field(default=0.8, gt=0.0, lt=1.0)
-    mde: float
-    planned_n_per_arm: int = Field(ge=2)
-    sequential: bool = True
-    stop_rule: StopRule = Field(default_factory=StopRule)
-    registered_at: datetime
-
-    @model_validator(mode="after")
-    def _coherent(self) -> PreRegistration:
-        names = [a.name for a in self.arms]
-        if len(names) < 2 or len(set(names)) != len(names):
-            raise MeasureInputError("arms", "need at least 2 arms with distinct names")
-        if self.control_arm not in names:
-            raise MeasureInputError("control_arm", f"{self.control_arm!r} is not one of {names}")
-        total = sum(a.share for a in self.arms)
-        if abs(total - 1.0) > 1e-6:
-            raise MeasureInputError("arms", f"shares must sum to 1, got {total:.6f}")
-        metrics = [self.primary.name] + [m.name for m in self.secondary + self.guardrails]
-        if len(set(metrics)) != len(metrics):
-            raise MeasureInputError("metrics", "metric names must be distinct")
         return self

@@ -357,28 +357,6 @@ def compare_proportions(
         return est
 
 
-def compare_arrays(
-    treat: ArrayLike,
-    control: ArrayLike,
-    alpha: float = 0.05,
-    *,
-    treat_covariate: ArrayLike | None = None,
-    control_covariate: ArrayLike | None = None,
-    sequential: bool = False,
-) -> Estimate:
-    """Convenience wrapper: reduce arrays to sums and call `compare_means`."""
-    cuped = treat_covariate is not None or control_covariate is not None
-    if cuped and (treat_covariate is None or control_covariate is None):
-        raise MeasureInputError("covariate", "give a covariate for both groups or neither")
-    return compare_means(
-        GroupStats.from_values(treat, treat_covariate),
-        GroupStats.from_values(control, control_covariate),
-        alpha,
-        cuped=cuped,
-        sequential=sequential,
-    )
-
-
 class SrmResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     chi2: float
@@ -435,21 +413,3 @@ def adjust_p_values(
     adjusted = np.empty(m)
     adjusted[order] = np.minimum(stepped, 1.0)
     return [float(v) for v in adjusted]
-
-
-class IncrementalTotal(BaseModel):
-    """Per-unit lift scaled to the treated population, e.g. incremental contribution margin."""
-
-    model_config = ConfigDict(frozen=True)
-    total: float
-    ci_low: float
-    ci_high: float
-
-
-def incremental_total(est: Estimate) -> IncrementalTotal:
-    """What the treatment added over the holdout across everyone treated (diff × n_treat)."""
-    return IncrementalTotal(
-        total=est.diff * est.n_treat,
-        ci_low=est.ci_low * est.n_treat,
-        ci_high=est.ci_high * est.n_treat,
-    )

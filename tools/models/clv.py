@@ -87,14 +87,6 @@ def _collapse(*cols: FloatArray) -> tuple[list[FloatArray], FloatArray]:
     return [c[starts] for c in sorted_cols], counts
 
 
-def bgnbd_log_likelihood_terms(
-    params: BgNbdParams, x: FloatArray, t_x: FloatArray, T: FloatArray
-) -> FloatArray:
-    """Per-customer log-likelihood of the BG/NBD model (FHL 2005, eq. 6)."""
-    r, alpha, a, b = params.r, params.alpha, params.a, params.b
-    return _bgnbd_ll_grad(np.array([r, alpha, a, b]), x, t_x, T, np.ones_like(x))[2]
-
-
 def _bgnbd_ll_grad(
     theta: FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray, w: FloatArray
 ) -> tuple[float, FloatArray, FloatArray]:
@@ -280,6 +272,8 @@ def customer_lifetime_value(
         raise ModelInputError("period_weeks", "must be positive")
     if not 0 <= discount_rate < 1:
         raise ModelInputError("discount_rate", "must be in [0, 1)")
+    if not margin > 0:
+        raise ModelInputError("margin", "must be positive")
     with tracer.start_as_current_span("models.clv.lifetime_value") as span:
         span.set_attribute("models.customers", len(summary.customer_ids))
         span.set_attribute("models.periods", periods)

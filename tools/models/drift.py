@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -60,8 +61,8 @@ def status_of(value: float, moderate: float = MODERATE, drifted: float = DRIFTED
 
 
 def drift_report(
-    reference: dict[str, npt.ArrayLike],
-    current: dict[str, npt.ArrayLike],
+    reference: Mapping[str, npt.ArrayLike],
+    current: Mapping[str, npt.ArrayLike],
     *,
     moderate: float = MODERATE,
     drifted: float = DRIFTED,

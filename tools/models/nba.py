@@ -16,7 +16,7 @@ happened anyway; doing nothing scores 0.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -131,34 +131,6 @@ class NbaDecision(BaseModel):
     eligible_actions: IntArray
 
 
-class DecisionContext(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    campaign_id: str
-    cycle: int = Field(ge=0)
-    trace_id: str
-    model_versions: dict[str, str] = Field(default_factory=dict)
-
-
-class DecisionLogRecord(BaseModel):
-    """One logged decision; enough to evaluate any other policy off-line later."""
-
-    model_config = ConfigDict(frozen=True)
-
-    campaign_id: str
-    cycle: int
-    profile_id: str
-    action_id: str
-    offer: str | None
-    channel: str | None
-    send_hour: int | None
-    propensity: float = Field(gt=0.0, le=1.0)
-    expected_margin: float
-    model_versions: dict[str, str]
-    feature_hash: str
-    trace_id: str
-
-
 def _check(inputs: NbaInputs, space: ActionSpace) -> int:
     n = int(inputs.base_conversion.shape[0])
     n_off, n_ch, n_h = len(space.offers), len(space.channels), len(space.hours)
@@ -191,16 +163,6 @@ def _check(inputs: NbaInputs, space: ActionSpace) -> int:
     if np.any(inputs.order_value < 0):
         raise ModelInputError("order_value", "must not be negative")
     return n
-
-
-def score_actions(space: ActionSpace, inputs: NbaInputs) -> tuple[FloatArray, BoolArray]:
-    """Expected incremental margin and eligibility of every action: two (n, n_actions) arrays."""
-    with tracer.start_as_current_span("models.nba.score") as span:
-        n = _check(inputs, space)
-        span.set_attribute("models.people", n)
-        span.set_attribute("models.actions", space.n_actions)
-        scores, eligible = _score(space, inputs, slice(None))
-        return scores.T, eligible.T
 
 
 def score_chunks(
@@ -486,40 +448,3 @@ def feature_hashes(features: npt.ArrayLike) -> list[str]:
     if rows.ndim != 2:
         raise ModelInputError("features", "must be a 2-D array (people × features)")
     return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in rows]
-
-
-def decision_records(
-    space: ActionSpace,
-    decision: NbaDecision,
-    profile_ids: Sequence[str],
-    hashes: Sequence[str],
-    context: DecisionContext,
-) -> list[DecisionLogRecord]:
-    """The decision log rows of one shard."""
-    n = decision.actions.size
-    if len(profile_ids) != n or len(hashes) != n:
-        raise ModelInputError("profile_ids", f"profile_ids and hashes must both have {n} entries")
-    catalogue = space.actions()
-    out: list[DecisionLogRecord] = []
-    with tracer.start_as_current_span("models.nba.decision_records") as span:
-        span.set_attribute("models.records", n)
-        span.set_attribute("models.cycle", context.cycle)
-        for i in range(n):
-            action = catalogue[int(decision.actions[i])]
-            out.append(
-                DecisionLogRecord(
-                    campaign_id=context.campaign_id,
-                    cycle=context.cycle,
-                    profile_id=profile_ids[i],
-                    action_id=action.id,
-                    offer=action.offer,
-                    channel=action.channel,
-                    send_hour=action.send_hour,
-                    propensity=float(decision.propensities[i]),
-                    expected_margin=float(decision.expected_margin[i]),
-                    model_versions=context.model_versions,
-                    feature_hash=hashes[i],
-                    trace_id=context.trace_id,
-                )
-            )
-        return out

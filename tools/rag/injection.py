@@ -55,10 +55,6 @@ def injection_rules(text: str) -> list[str]:
     return [rule for rule, rx in _COMPILED if rx.search(text)]
 
 
-def looks_like_injection(text: str) -> bool:
-    return bool(injection_rules(text))
-
-
 def quote_untrusted(text: str) -> str:
     """Render retrieved text so a prompt shows it as data: fenced, with fence breaks defused."""
     body = text.replace("```", "'''").replace("<<<", "‹‹‹").replace(">>>", "›››")

@@ -16,7 +16,7 @@ import yaml
 from pypdf import PdfReader
 
 from tools.rag.models import DocKind
-from tools.rag.sources import SIDECAR_SUFFIX, SourceFile, read_source
+from tools.rag.sources import SIDECAR_SUFFIX, SourceFile
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".csv", ".json"}
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
@@ -47,11 +47,6 @@ class ParsedDocument:
 
 def is_supported(name: str) -> bool:
     return Path(name).suffix.lower() in TEXT_SUFFIXES
-
-
-def parse_file(path: Path) -> ParsedDocument:
-    """Read and parse one file by ingestion's rules (a symlink is refused, never followed)."""
-    return parse_source(read_source(path))
 
 
 def parse_source(source: SourceFile) -> ParsedDocument:

@@ -189,22 +189,3 @@ def iter_sources(
     base = root.resolve() if root is not None else None
     for path in paths:
         yield from _from_argument(Path(path), base, wanted)
-
-
-def read_source(path: Path) -> SourceFile:
-    """One file and its sidecar by the same rules; a refusal is raised."""
-    path = Path(path)
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError as exc:
-        raise _refusal_for(path, exc) from exc
-    refused = _classify(path, mode)
-    if refused is not None:
-        raise refused
-    if stat.S_ISDIR(mode):
-        raise NotRegularFileError(path, "is a directory, not a file")
-    parent = _open_dir(path.parent)
-    try:
-        return _source_at(parent, path.name, path, _everything)
-    finally:
-        os.close(parent)
