@@ -124,7 +124,7 @@ _RETRY = RetryPolicy(
 )
 _QUICK = workflow.ActivityConfig(start_to_close_timeout=timedelta(minutes=10), retry_policy=_RETRY)
 # A send on a worker that died is noticed by its heartbeat timeout and retried on another
-# worker: the stage heartbeats after every batch of 250 (about 1 s on the local SMTP server),
+# worker: the stage heartbeats every 2,000 rows it prepares and after every batch of 250 it sends,
 # the SDK reports a heartbeat at most every 0.8 x 10 s. The first retry follows 1 s later and
 # no retry waits more than 10 s, also after several crashes in a row. The start-to-close
 # timeout only bounds a hung attempt. (docs/operations.md#recovery)

@@ -19,8 +19,6 @@ from liftloop.settings import get_settings
 if TYPE_CHECKING:
     from agents.checkpoint import SQLiteFileSaver
 
-KNOWLEDGE_SAMPLE_DIR = Path(__file__).resolve().parents[2] / "tools" / "content" / "knowledge"
-
 
 kb = typer.Typer(name="kb", help="Knowledge base: ingest documents, search, signed snapshots.")
 prompts = typer.Typer(name="prompts", help="Prompt templates and their eval sets.")
@@ -206,7 +204,7 @@ def prompts_eval(
     import secrets
 
     from agents.copywriter import Copywriter
-    from liftloop.knowledge import model_router, open_knowledge
+    from liftloop.knowledge import KNOWLEDGE_SEED, model_router, open_knowledge
     from liftloop.settings import get_settings
     from tools.content.evals import load_eval_sets, run_eval_set
     from tools.rag import KnowledgeBase
@@ -227,7 +225,7 @@ def prompts_eval(
             # An in-memory base for this run only: its snapshots need no lasting key.
             secrets.token_bytes(32),
         )
-        knowledge.ingest([KNOWLEDGE_SAMPLE_DIR])
+        knowledge.ingest([KNOWLEDGE_SEED])
     copywriter = Copywriter(knowledge, router=model_router(settings))
     chosen = [sets[template]] if template else [sets[k] for k in sorted(sets)]
 
