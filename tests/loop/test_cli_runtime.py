@@ -68,6 +68,11 @@ def test_demo_up_status_down(tmp_path: Path) -> None:
         status = json.loads(_run(["status", "--json"], env).stdout)
         assert all(status[s]["running"] for s in ("temporal", "smtp", "worker", "api"))
 
+        restarted = _run(["restart", "worker"], env)
+        assert restarted.returncode == 0, restarted.stderr[-2000:]
+        after = json.loads(_run(["status", "--json"], env).stdout)
+        assert after["worker"]["running"] and after["worker"]["pid"] != status["worker"]["pid"]
+
         spans = (tmp_path / "data" / "traces" / "spans.jsonl").read_text()
         assert report["trace_id"] in spans
         names = {json.loads(line)["name"] for line in spans.splitlines()}
