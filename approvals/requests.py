@@ -18,14 +18,17 @@ from sqlmodel import col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from liftloop.loop.approvals import PROOF_REFUSED, sign_decision
+from liftloop.loop.approvals import PROOF_REFUSED, decision_event, sign_decision
 from liftloop.loop.payloads import ApprovalOutcome
 from liftloop.loop.tables import ApprovalRequest
+from tools.audit import AuditEvent, AuditLog
 from workflows.campaign_loop import CampaignLoopWorkflow
 
 
 class ApprovalView(BaseModel):
     request_id: str
+    # "variant" (the loop waits for it) or "objection" (a person's, to review).
+    kind: str = "variant"
     campaign_id: str
     cycle: int
     variant_id: str
@@ -45,6 +48,7 @@ def list_approvals(
         col(ApprovalRequest.status),
         col(ApprovalRequest.reasons),
         col(ApprovalRequest.decided_by),
+        col(ApprovalRequest.kind),
     ).order_by(col(ApprovalRequest.created_at))
     if status:
         query = query.where(col(ApprovalRequest.status) == status)
@@ -60,6 +64,7 @@ def list_approvals(
                 status=r[4],
                 reasons=[x.get("explanation", "") for x in r[5]],
                 decided_by=r[6],
+                kind=r[7] or "variant",
             )
             for r in conn.execute(query).all()
         ]
@@ -157,8 +162,46 @@ def approval_workflow(engine: Engine, request_id: str) -> str:
     return str(row[0])
 
 
+def _review_objection(
+    engine: Engine, request_id: str, upheld: bool, reviewer: str, note: str, audit: AuditLog
+) -> ApprovalOutcome:
+    """Close the review of an objection (liftloop/redress.py); the withdrawal it made stays."""
+    _claim(engine, request_id, reviewer)
+    with engine.begin() as conn:
+        conn.execute(
+            update(_REQ)
+            .where(col(_REQ.id) == request_id)
+            .values(
+                status="approved" if upheld else "rejected",
+                decided_by=reviewer,
+                note=note,
+                decided_at=datetime.now(UTC),
+            )
+        )
+        variant_id = conn.execute(
+            select(_REQ.variant_id).where(col(_REQ.id) == request_id)
+        ).scalar_one()
+        audit.append(
+            AuditEvent(
+                kind="privacy.objection_reviewed",
+                actor=reviewer,
+                subject=request_id,
+                details={"verdict": "upheld" if upheld else "declined", "note": note},
+                key=f"privacy.objection_reviewed:{request_id}",
+            ),
+            conn,
+        )
+    return ApprovalOutcome(
+        request_id=request_id,
+        variant_id=variant_id,
+        approved=upheld,
+        decided_by=reviewer,
+        note=note,
+    )
+
+
 async def decide_approval(
-    client: Client,
+    client: Client | None,
     engine: Engine,
     request_id: str,
     approved: bool,
@@ -166,6 +209,7 @@ async def decide_approval(
     note: str = "",
     *,
     signing_key: bytes,
+    audit: AuditLog,
 ) -> ApprovalOutcome:
     """Deliver a human's decision to the waiting workflow (a Temporal update), signed with
     `signing_key` (the approval signing key the worker checks).
@@ -175,6 +219,10 @@ async def decide_approval(
     refuses (the request timed out, the campaign stopped or ended) is ApprovalConflict too, a
     proof the worker refuses is ApprovalProofRefused; either way the claim is released."""
     workflow_id = approval_workflow(engine, request_id)
+    if not workflow_id:  # no workflow waits: a person's objection, reviewed here
+        return _review_objection(engine, request_id, approved, approver, note, audit)
+    if client is None:
+        raise ValueError("client: a Temporal client is needed to decide a campaign's request")
     claimed_at = _claim(engine, request_id, approver)
     handle = client.get_workflow_handle(workflow_id)
     decision = sign_decision(signing_key, request_id, approved, approver, note)
@@ -206,4 +254,8 @@ async def decide_approval(
             .where(col(_REQ.status) == "deciding")
             .values(status="approved" if approved else "rejected", decided_by=approver, note=note)
         )
+        campaign_id = conn.execute(
+            select(_REQ.campaign_id).where(col(_REQ.id) == request_id)
+        ).scalar_one()
+        audit.append(decision_event(campaign_id, request_id, outcome.variant_id, outcome), conn)
     return outcome

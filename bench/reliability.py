@@ -52,6 +52,7 @@ from sqlalchemy import func  # noqa: E402
 from sqlmodel import col, select  # noqa: E402
 
 from liftloop import runtime  # noqa: E402
+from liftloop.audit import audit_log  # noqa: E402
 from liftloop.db import engine_for  # noqa: E402
 from liftloop.demo import run_demo  # noqa: E402
 from liftloop.loop.delivery_audit import audit_deliveries  # noqa: E402
@@ -463,13 +464,15 @@ def heartbeats(settings: Settings, n: int) -> dict[str, Any]:
             t.join()
 
     each_shard(lambda s: ActivityEnvironment().run(decide.decide, ShardInput(ref=ref, shard=s)))
-    variants = env.run(GenerateStage(engine, builtin_copy).generate, ref).variant_ids
+    audit = audit_log(settings)
+    variants = env.run(GenerateStage(engine, builtin_copy, audit).generate, ref).variant_ids
     stage = SendStage(
         engine,
         default_senders(settings),
         PolicyStore.bundled(),
         {"sender_address": settings.sender_address, "imprint": settings.imprint},
         MessageLinks(unsubscribe_url=settings.unsubscribe_url, landing_url=settings.landing_url),
+        audit,
     )
     beats: dict[int, list[float]] = {}
 

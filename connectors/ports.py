@@ -18,6 +18,9 @@ class OutboundMessage(BaseModel):
     recipient: str
     subject: str
     body: str
+    # Where the message's provenance is served (template, model, policy, approval, decision);
+    # mail carries it as X-Liftloop-Provenance.
+    provenance_url: str | None = None
 
 
 class SendOutcome(BaseModel):

@@ -47,9 +47,10 @@ class SmtpSender:
             .text("Subject", msg.subject)
             .message_id(msg.id, MESSAGE_ID_DOMAIN)
             .text("X-Campaign-Id", msg.campaign_id)
-            .build()
         )
-        return recipient, email_message(headers, msg.body)
+        if msg.provenance_url is not None:
+            headers = headers.text("X-Liftloop-Provenance", msg.provenance_url)
+        return recipient, email_message(headers.build(), msg.body)
 
     def send(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
         outcomes: list[SendOutcome] = []

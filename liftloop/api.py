@@ -7,10 +7,11 @@ one strict parser (`api_input`).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from temporalio.client import Client
@@ -42,9 +43,16 @@ from liftloop.campaigns import (
 )
 from liftloop.credentials import ensure_credentials, log_warnings
 from liftloop.db import engine_for
+from liftloop.loop.fairness import checks_of
 from liftloop.loop.payloads import ApprovalOutcome
+from liftloop.loop.provenance import MessageProvenance, message_provenance
 from liftloop.loop.spec import CAMPAIGN_ID_PATTERN, CampaignSpec, parse_spec, text_problem
+from liftloop.loop.tables import FairnessCheck
+from liftloop.privacy_records import RecordsOfProcessing, records_of_processing
+from liftloop.redress import Objection, ObjectionFiled, file_objection, messages_of
 from liftloop.settings import Settings
+from tools.audit import AuditEntryView, AuditLog, ChainReport, as_csv, timeline, verify_chain
+from tools.cdp.errors import UnknownIdentityError
 from workflows.campaign_loop import CampaignStatus
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -78,6 +86,10 @@ class ApprovalBody(BaseModel):
         return value
 
 
+# Who the audit log names for a call: the API's keys are shared, so no person yet.
+API_ACTOR = "api"
+
+
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI for a JSON body the route reads itself (see `_openapi`)."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -88,6 +100,17 @@ def _campaign_id(campaign_id: str) -> str:
     if not _CAMPAIGN_ID.match(campaign_id):
         raise ApiError(404, "campaign_id", "no such campaign (not a campaign id)")
     return campaign_id
+
+
+class PersonMessages(BaseModel):
+    profile_id: str
+    messages: list[MessageProvenance]
+
+
+def _person(person: str) -> str:
+    if len(person) > 320 or text_problem(person):
+        raise ApiError(404, "person", "no profile or identity has this id")
+    return person
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
@@ -107,6 +130,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         ),
     )
     engine = engine_for(settings.cdp_url)
+    audit = AuditLog(engine, credentials.audit_signing_key)
     app.include_router(api_cdp.router)
     app.dependency_overrides[api_cdp.get_cdp_engine] = lambda: engine
     app.dependency_overrides[api_cdp.get_cdp_settings] = lambda: settings
@@ -140,7 +164,9 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         """Start a campaign from its spec (JSON); 422 names each bad field."""
         parsed = parse_spec(await read_json(request, limit, depth))
         try:
-            return await start_campaign(await temporal(), settings, parsed)
+            return await start_campaign(
+                await temporal(), settings, parsed, audit=audit, actor=API_ACTOR
+            )
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "id", f"campaign {parsed.id} is already running") from None
 
@@ -165,11 +191,19 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         """Pause, resume or stop. A stop that cannot take effect terminates the workflow."""
         try:
             campaign_id = _campaign_id(campaign_id)
-            return await control_campaign(await temporal(), campaign_id, action)
+            return await control_campaign(
+                await temporal(), campaign_id, action, audit=audit, actor=API_ACTOR
+            )
         except CampaignNotFound as exc:
             raise ApiError(404, exc.field, exc.reason) from None
         except CampaignEnded as exc:
             raise ApiError(409, exc.field, exc.reason) from None
+
+    @app.get("/v1/campaigns/{campaign_id}/fairness", dependencies=auth)
+    async def fairness(campaign_id: str) -> list[FairnessCheck]:
+        """Each cycle's treatment, discount, suppression and holdout rates across groups, with
+        the disparity ratio (lowest over highest) and whether it was flagged."""
+        return await asyncio.to_thread(checks_of, engine, _campaign_id(campaign_id))
 
     @app.get("/v1/approvals", dependencies=auth)
     async def approvals(
@@ -190,15 +224,17 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         if len(request_id) > 300 or text_problem(request_id):
             raise ApiError(404, "request_id", "no such approval request")
         try:
-            approval_workflow(engine, request_id)  # an unknown id is 404 without Temporal
+            # An unknown id is 404 without Temporal; an objection is reviewed without it.
+            waiting = approval_workflow(engine, request_id)
             return await decide_approval(
-                await temporal(),
+                await temporal() if waiting else None,
                 engine,
                 request_id,
                 body.approved,
                 body.approver,
                 body.note,
                 signing_key=credentials.approval_signing_key,
+                audit=audit,
             )
         except ApprovalNotFound as exc:
             raise ApiError(404, exc.field, exc.reason) from None
@@ -206,6 +242,70 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             raise ApiError(409, exc.field, exc.reason) from None
         except ApprovalProofRefused as exc:  # the API's and the worker's keys differ
             raise ApiError(503, exc.field, exc.reason) from None
+
+    @app.get("/v1/messages/{message_id}/provenance", dependencies=auth)
+    async def provenance(message_id: str) -> MessageProvenance:
+        """Everything behind one message: decision, variant, policy, approval."""
+        found = None
+        if len(message_id) <= 200 and not text_problem(message_id):
+            found = await asyncio.to_thread(message_provenance, engine, message_id)
+        if found is None:
+            raise ApiError(404, "message_id", "no such message")
+        return found
+
+    @app.get("/v1/people/{person}/messages", dependencies=auth)
+    async def person_messages(person: str) -> PersonMessages:
+        """Why the person got each message: its provenance (decision, variant, approval)."""
+        try:
+            pid, found = await asyncio.to_thread(messages_of, engine, _person(person))
+        except UnknownIdentityError as exc:
+            raise ApiError(404, "person", exc.reason) from None
+        return PersonMessages(profile_id=pid, messages=found)
+
+    @app.post(
+        "/v1/people/{person}/objections",
+        status_code=201,
+        dependencies=auth,
+        openapi_extra=_json_body(Objection),
+    )
+    async def object_(request: Request, person: str) -> ObjectionFiled:
+        """File the person's objection to direct marketing: honoured at once, then reviewed
+        in the approvals inbox."""
+        body = Objection.model_validate(await read_json(request, limit, depth))
+        try:
+            return await asyncio.to_thread(
+                file_objection, engine, audit, _person(person), body, actor=API_ACTOR
+            )
+        except UnknownIdentityError as exc:
+            raise ApiError(404, exc.field, exc.reason) from None
+
+    @app.get("/v1/privacy/records", dependencies=auth)
+    async def privacy_records() -> RecordsOfProcessing:
+        """The records of processing, generated from this installation's configuration."""
+        return records_of_processing(settings, api_cdp.get_contracts())
+
+    @app.get("/v1/audit/verify", dependencies=auth)
+    async def audit_verify() -> ChainReport:
+        """Walk the audit chain and its signed checkpoints: `ok`, or the first bad entry."""
+        return await asyncio.to_thread(verify_chain, engine, credentials.audit_signing_key)
+
+    @app.get(
+        "/v1/audit",
+        dependencies=auth,
+        responses={200: {"content": {"text/csv": {}}}},
+        response_model=list[AuditEntryView],
+    )
+    async def audit_entries(
+        campaign_id: Annotated[str | None, Query(pattern=CAMPAIGN_ID_PATTERN)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        """Audit entries in order (a campaign's with `campaign_id`, the newest `limit`), as
+        JSON or `format=csv`."""
+        entries = await asyncio.to_thread(timeline, engine, campaign_id=campaign_id, limit=limit)
+        if format == "csv":
+            return Response(as_csv(entries), media_type="text/csv")
+        return entries
 
     def _openapi() -> dict[str, Any]:
         """FastAPI's document plus the schemas of the bodies the routes read themselves."""
@@ -215,7 +315,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             title=app.title, version=app.version, routes=app.routes, description=app.description
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (CampaignSpec, ApprovalBody):
+        for model in (CampaignSpec, ApprovalBody, Objection):
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, definition in body.pop("$defs", {}).items():
                 components.setdefault(name, definition)

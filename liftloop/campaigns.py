@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from opentelemetry import trace
 from pydantic import BaseModel
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, PendingActivityState, PendingWorkflowTaskState
@@ -38,6 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from liftloop.loop.spec import CampaignSpec, SpecError
 from liftloop.settings import Settings
+from tools.audit import AuditEvent, AuditLog, canonical
 from tools.durations import MAX_DURATION_S
 from workflows.campaign_loop import (
     CampaignLoopInput,
@@ -59,6 +62,7 @@ _QUERY_TIMEOUT = timedelta(seconds=5)
 # A workflow task waiting this long for a worker means none polls: a query would only wait.
 _NO_WORKER_AFTER = timedelta(seconds=2)
 _RUNNING = WorkflowExecutionStatus.RUNNING
+tracer = trace.get_tracer("liftloop.campaigns")
 _WORKFLOW_TYPE = "CampaignLoopWorkflow"
 
 
@@ -87,6 +91,8 @@ class CampaignStarted(BaseModel):
     campaign_id: str
     workflow_id: str
     run_id: str | None
+    # The first cycle's trace (`liftloop traces show`); None when this process does not trace.
+    trace_id: str | None = None
 
 
 class ControlResult(BaseModel):
@@ -153,18 +159,51 @@ def check_encodable(client: Client, inp: CampaignLoopInput, max_bytes: int) -> N
 
 
 async def start_campaign(
-    client: Client, settings: Settings, spec: CampaignSpec, task_queue: str | None = None
+    client: Client,
+    settings: Settings,
+    spec: CampaignSpec,
+    task_queue: str | None = None,
+    *,
+    audit: AuditLog,
+    actor: str,
 ) -> CampaignStarted:
+    """Start the campaign's workflow and log who started it with which spec."""
     inp = loop_input(spec, settings)
     check_encodable(client, inp, settings.spec_max_bytes)
-    handle = await client.start_workflow(
-        CampaignLoopWorkflow.run,
-        inp,
-        id=workflow_id_for(spec.id),
-        task_queue=task_queue or settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    # The root of the first cycle's trace, whoever starts it (the CLI, the API, the demo's span
+    # around it); each later cycle has its own trace (liftloop/cycle_tracing.py).
+    with tracer.start_as_current_span(
+        "campaign.start",
+        attributes={"liftloop.campaign_id": spec.id, "liftloop.cycle": 1},
+    ) as span:
+        context = span.get_span_context()
+        trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        handle = await client.start_workflow(
+            CampaignLoopWorkflow.run,
+            inp,
+            id=workflow_id_for(spec.id),
+            task_queue=task_queue or settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    spec_json = spec.model_dump(mode="json")
+    audit.append(
+        AuditEvent(
+            kind="campaign.start",
+            actor=actor,
+            campaign_id=spec.id,
+            subject=handle.id,
+            details={
+                "run_id": handle.result_run_id,
+                "trace_id": trace_id,
+                "spec_sha256": hashlib.sha256(canonical(spec_json).encode()).hexdigest(),
+                "spec": spec_json,
+            },
+            key=f"campaign.start:{handle.id}:{handle.result_run_id}",
+        )
     )
-    return CampaignStarted(campaign_id=spec.id, workflow_id=handle.id, run_id=handle.result_run_id)
+    return CampaignStarted(
+        campaign_id=spec.id, workflow_id=handle.id, run_id=handle.result_run_id, trace_id=trace_id
+    )
 
 
 def handle_for(
@@ -388,10 +427,33 @@ async def list_campaigns(client: Client, limit: int = 100) -> list[CampaignSumma
 
 
 async def control_campaign(
-    client: Client, campaign_id: str, action: Control, grace_s: float = STOP_GRACE_S
+    client: Client,
+    campaign_id: str,
+    action: Control,
+    grace_s: float = STOP_GRACE_S,
+    *,
+    audit: AuditLog,
+    actor: str,
 ) -> ControlResult:
-    """Pause, resume or stop. CampaignNotFound for an unknown campaign, CampaignEnded for one
-    that has ended. A stop that cannot take effect terminates the workflow (see the module)."""
+    """Pause, resume or stop, logged with who asked and what it did. CampaignNotFound for an
+    unknown campaign, CampaignEnded for one that has ended. A stop that cannot take effect
+    terminates the workflow (see the module)."""
+    result = await _control(client, campaign_id, action, grace_s)
+    audit.append(
+        AuditEvent(
+            kind=f"campaign.{action}",
+            actor=actor,
+            campaign_id=campaign_id,
+            subject=workflow_id_for(campaign_id),
+            details={"effect": result.effect, "reason": result.reason},
+        )
+    )
+    return result
+
+
+async def _control(
+    client: Client, campaign_id: str, action: Control, grace_s: float
+) -> ControlResult:
     handle = handle_for(client, campaign_id)
     desc = await _describe(handle, campaign_id)
     if desc.status != _RUNNING:

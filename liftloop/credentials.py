@@ -35,6 +35,7 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 API_KEY_FILE = "api-key"
 APPROVAL_KEY_FILE = "approval-signing-key"
+AUDIT_KEY_FILE = "audit-signing-key"
 KNOWLEDGE_KEY_FILE = "knowledge-signing-key"
 DEV_MODE_SETTING = "LIFTLOOP_DEV_MODE"
 # Values published in this project's code, docs and examples: everyone knows them.
@@ -200,6 +201,12 @@ def approval_signing_key(settings: Settings) -> bytes:
     return _signing_key(settings, "LIFTLOOP_APPROVAL_SIGNING_KEY", value, APPROVAL_KEY_FILE)
 
 
+def audit_signing_key(settings: Settings) -> bytes:
+    """The HMAC key that seals the audit log: `LIFTLOOP_AUDIT_SIGNING_KEY`, else generated."""
+    value = settings.audit_signing_key.get_secret_value()
+    return _signing_key(settings, "LIFTLOOP_AUDIT_SIGNING_KEY", value, AUDIT_KEY_FILE)
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Every key, resolved, and where each came from: a setting's name, or "file" (then the
@@ -208,6 +215,7 @@ class Credentials:
     api_keys: tuple[str, ...]
     knowledge_signing_key: bytes = field(repr=False)
     approval_signing_key: bytes = field(repr=False)
+    audit_signing_key: bytes = field(repr=False)
     sources: dict[str, str]
     directory: Path
     warnings: tuple[str, ...] = ()
@@ -236,6 +244,7 @@ def ensure_credentials(settings: Settings) -> Credentials:
     keys = api_keys(settings)
     knowledge = knowledge_signing_key(settings)
     approval = approval_signing_key(settings)
+    audit = audit_signing_key(settings)
     explicit = {
         API_KEY_FILE: ("LIFTLOOP_API_KEYS", any(k.get_secret_value() for k in settings.api_keys)),
         KNOWLEDGE_KEY_FILE: (
@@ -246,6 +255,10 @@ def ensure_credentials(settings: Settings) -> Credentials:
             "LIFTLOOP_APPROVAL_SIGNING_KEY",
             bool(settings.approval_signing_key.get_secret_value()),
         ),
+        AUDIT_KEY_FILE: (
+            "LIFTLOOP_AUDIT_SIGNING_KEY",
+            bool(settings.audit_signing_key.get_secret_value()),
+        ),
     }
     sources = {name: setting if given else "file" for name, (setting, given) in explicit.items()}
     public = [
@@ -254,6 +267,7 @@ def ensure_credentials(settings: Settings) -> Credentials:
             ("LIFTLOOP_API_KEYS", bool(PUBLIC_VALUES.intersection(keys))),
             ("LIFTLOOP_KNOWLEDGE_SIGNING_KEY", knowledge.decode(errors="replace") in PUBLIC_VALUES),
             ("LIFTLOOP_APPROVAL_SIGNING_KEY", approval.decode(errors="replace") in PUBLIC_VALUES),
+            ("LIFTLOOP_AUDIT_SIGNING_KEY", audit.decode(errors="replace") in PUBLIC_VALUES),
         )
         if value
     ]
@@ -261,4 +275,6 @@ def ensure_credentials(settings: Settings) -> Credentials:
         f"{setting} holds a public development value ({DEV_MODE_SETTING}=true): anyone can use it"
         for setting in public
     )
-    return Credentials(tuple(keys), knowledge, approval, sources, settings.secrets_dir, warnings)
+    return Credentials(
+        tuple(keys), knowledge, approval, audit, sources, settings.secrets_dir, warnings
+    )

@@ -14,9 +14,11 @@ from opentelemetry import trace
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.service import RPCError, RPCStatusCode
 
 from approvals.requests import decide_approval, list_approvals
+from liftloop.audit import audit_log
 from liftloop.campaigns import handle_for, start_campaign
 from liftloop.credentials import approval_signing_key
 from liftloop.db import engine_for
@@ -180,6 +182,7 @@ async def run_demo(
 ) -> DemoReport:
     engine = engine_for(settings.cdp_url)
     approval_key = approval_signing_key(settings)
+    audit = audit_log(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     batch = f"demo{stamp}"
     spec = demo_spec(f"demo-{stamp}", batch, cycles, policy)
@@ -190,8 +193,10 @@ async def run_demo(
     ) as span:
         trace_id = format(span.get_span_context().trace_id, "032x")
         await asyncio.to_thread(generate_customers, engine, profiles, batch=batch)
-        started = await start_campaign(client, settings, spec, task_queue=task_queue)
-        handle = handle_for(client, spec.id)
+        started = await start_campaign(
+            client, settings, spec, task_queue=task_queue, audit=audit, actor="demo"
+        )
+        handle = handle_for(_untraced(client), spec.id)
 
         async def poll() -> None:
             status = await handle.query(CampaignLoopWorkflow.status, rpc_timeout=_RPC_TIMEOUT)
@@ -206,6 +211,7 @@ async def run_demo(
                         "demo:--approve-all",
                         "approved by demo flag",
                         signing_key=approval_key,
+                        audit=audit,
                     )
 
         output = await wait_for_result(handle, poll, unreachable_limit_s=unreachable_limit_s)
@@ -218,6 +224,16 @@ async def run_demo(
         trace_id,
         spec.experiment.primary_metric,
     )
+
+
+def _untraced(client: Client) -> Client:
+    """The client without its tracing interceptor, for the status polls (two a second): traced,
+    they would bury the campaign's first trace under query spans. Decisions stay traced."""
+    config = client.config()
+    config["interceptors"] = [
+        i for i in config["interceptors"] if not isinstance(i, TracingInterceptor)
+    ]
+    return Client(**config)
 
 
 def build_report(

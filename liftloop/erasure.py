@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from liftloop.credentials import audit_signing_key
 from liftloop.loop.privacy import LoopRecords, OutboxFiles
 from liftloop.settings import Settings, get_settings
+from tools.audit import AuditLog
 from tools.cdp import privacy
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.privacy import ErasureReport, PersonStore
@@ -30,10 +32,25 @@ def erase_person(
     actor: str,
     settings: Settings | None = None,
 ) -> ErasureReport:
-    return privacy.erase_person(engine, any_id, registry, actor=actor, stores=stores(settings))
+    settings = settings or get_settings()
+    return privacy.erase_person(
+        engine,
+        any_id,
+        registry,
+        actor=actor,
+        audit=AuditLog(engine, audit_signing_key(settings)),
+        stores=stores(settings),
+    )
 
 
 def export_person(
     engine: Engine, any_id: str, *, actor: str, settings: Settings | None = None
 ) -> dict[str, Any]:
-    return privacy.export_person(engine, any_id, actor=actor, stores=stores(settings))
+    settings = settings or get_settings()
+    return privacy.export_person(
+        engine,
+        any_id,
+        actor=actor,
+        audit=AuditLog(engine, audit_signing_key(settings)),
+        stores=stores(settings),
+    )

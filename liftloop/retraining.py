@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from temporalio import activity
 
+from tools.audit import AuditEvent, AuditLog
 from tools.models.clv import fit_summary
 from tools.models.drift import psi
 from tools.models.errors import ModelInputError
@@ -35,8 +36,9 @@ def drift_features(s: RfmSummary) -> dict[str, np.ndarray]:
 
 
 class RetrainingActivities:
-    def __init__(self, registry: ModelRegistry, data_root: Path) -> None:
+    def __init__(self, registry: ModelRegistry, data_root: Path, audit: AuditLog) -> None:
         self.registry = registry
+        self.audit = audit
         self.data_root = data_root
 
     def _load(self, inp: RetrainInput) -> Transactions:
@@ -104,4 +106,15 @@ class RetrainingActivities:
 
     @activity.defn(name="models.promote")
     def promote(self, inp: PromoteInput) -> str:
-        return self.registry.promote(inp.name, inp.version).version
+        version = self.registry.promote(inp.name, inp.version).version
+        workflow_id = activity.info().workflow_id
+        self.audit.append(
+            AuditEvent(
+                kind="model.promote",
+                actor="worker",
+                subject=f"{inp.name}:{version}",
+                details={"workflow_id": workflow_id},
+                key=f"model.promote:{workflow_id}:{inp.name}:{version}",
+            )
+        )
+        return version

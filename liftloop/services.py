@@ -8,6 +8,7 @@ import threading
 
 import uvicorn
 
+from liftloop.retention import keep_retention_schedule
 from liftloop.runtime import mark_ready
 from liftloop.settings import Settings
 from liftloop.smtp_sink import start_smtp_sink
@@ -21,6 +22,7 @@ def serve_worker(settings: Settings) -> None:
     async def main() -> None:
         client = await connect(settings)
         worker = build_worker(client, settings)
+        await keep_retention_schedule(client, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

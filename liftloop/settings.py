@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # Where a message's unsubscribe and call-to-action links point; {message_id} is the outbox id.
     unsubscribe_url: str = "https://shop.example/u/{message_id}"
     landing_url: str = "https://shop.example/new?m={message_id}"
+    # Sent with every e-mail as X-Liftloop-Provenance: the API route that serves its provenance.
+    provenance_url: str = "http://127.0.0.1:8787/v1/messages/{message_id}/provenance"
 
     # A thread checkpoints SQLite's write-ahead log after every commit (liftloop/wal_checkpoint.py);
     # a writer checkpoints itself only when the log reaches this many pages (≈ 40 MiB), which
@@ -79,6 +81,15 @@ class Settings(BaseSettings):
     otlp_endpoint: str = ""
     service_name: str = "liftloop"
 
+    # Retention, in days, per data category; the retention job (a Temporal schedule the worker
+    # keeps, every `retention_every_h` hours) deletes what is older. The audit log is kept.
+    retention_events_days: int = Field(default=730, ge=1)
+    retention_quarantine_days: int = Field(default=30, ge=1)
+    retention_decisions_days: int = Field(default=730, ge=1)
+    retention_outbox_days: int = Field(default=400, ge=1)
+    retention_spans_days: int = Field(default=90, ge=1)
+    retention_every_h: float = Field(default=24.0, gt=0, le=24 * 30)
+
     # Loop behaviour.
     # Shards per cycle: a fixed number keeps history constant in the audience size.
     shards: int = 4
@@ -86,11 +97,22 @@ class Settings(BaseSettings):
     # Demos may shorten a campaign's attribution window; 0 keeps the spec's window.
     attribution_window_override_s: float = 0.0
     policy_path: str = ""
+    # Fairness per cycle: treatment, discount and suppression rates across the groups of these
+    # attributes (profile columns country and language, the segment, or any trait); a ratio of
+    # lowest to highest group below `fairness_min_ratio` escalates the next cycle's variants.
+    fairness_attributes: list[str] = Field(
+        default_factory=lambda: ["segment", "country", "language", "age_band"]
+    )
+    fairness_min_ratio: float = Field(default=0.8, ge=0, le=1)
+    fairness_min_group: int = Field(default=100, ge=1)
 
     # HMAC key of the proof that a decision came through liftloop's approval path (API, CLI);
     # the worker checks it. Empty: generated in `<data_dir>/secrets/`. Signer and worker need
     # the same key: set it explicitly when they do not share a data directory.
     approval_signing_key: SecretStr = SecretStr("")
+    # HMAC key that seals the audit log's entries and checkpoints; every writer (API, CLI,
+    # worker) and `liftloop audit verify` need the same one. Empty: generated like the above.
+    audit_signing_key: SecretStr = SecretStr("")
 
     # Knowledge and generation. Empty signing key: generated in `<data_dir>/secrets/`.
     knowledge_signing_key: SecretStr = SecretStr("")

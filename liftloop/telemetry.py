@@ -3,9 +3,12 @@ auditor can read without any server."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from opentelemetry import trace
@@ -29,12 +32,46 @@ class JsonlSpanExporter(SpanExporter):
         lines = "".join(
             json.dumps(json.loads(s.to_json()), separators=(",", ":")) + "\n" for s in spans
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
-            fh.write(lines)
-        return SpanExportResult.SUCCESS
+        with self._lock:
+            while True:
+                with self.path.open("a", encoding="utf-8") as fh:
+                    # The retention job rewrites the file under this lock: append to the file
+                    # that is in place once we hold it, not to one it has replaced.
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+                    if os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino:
+                        fh.write(lines)
+                        return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         pass
+
+
+def _started_before(line: str, before: datetime) -> bool:
+    try:
+        started = datetime.fromisoformat(json.loads(line)["start_time"].replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False  # a line being written, or not a span: kept
+    return started < before
+
+
+def expire_spans(path: Path, before: datetime, *, apply: bool) -> int:
+    """The spans in `path` that started before `before`; with `apply` they are removed (the
+    file is rewritten whole under the exporters' lock)."""
+    with path.open("r", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        dropped = 0
+        tmp = path.with_name(path.name + ".retention")
+        with tmp.open("w", encoding="utf-8") as out:
+            for line in fh:
+                if _started_before(line, before):
+                    dropped += 1
+                else:
+                    out.write(line)
+        if apply and dropped:
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+    return dropped
 
 
 def spans_path(settings: Settings) -> Path:

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -25,24 +24,29 @@ from connectors.ports import MessageSender
 from connectors.smtp import SmtpSender
 from liftloop.budget import BudgetActivities
 from liftloop.credentials import ensure_credentials, log_warnings
+from liftloop.cycle_tracing import CycleTracingInterceptor
 from liftloop.db import engine_for
 from liftloop.knowledge import loop_copywriter
 from liftloop.loop.approvals import ApprovalStage
 from liftloop.loop.copy_sources import CopywriterSource
 from liftloop.loop.decide import DecideStage
+from liftloop.loop.fairness import FairnessRule
 from liftloop.loop.generate import GenerateStage
 from liftloop.loop.guard import GuardStage
 from liftloop.loop.measure import MeasureStage
 from liftloop.loop.segment import SegmentStage
 from liftloop.loop.send import MessageLinks, SendStage
 from liftloop.loop.simulate import SimulateStage
+from liftloop.retention import RetentionActivities
 from liftloop.retraining import RetrainingActivities
 from liftloop.settings import Settings
 from policies import PolicyStore
+from tools.audit import AuditLog
 from tools.models.registry import ModelRegistry
 from workflows.budget_allocation import BudgetAllocationWorkflow
 from workflows.campaign_loop import CampaignLoopWorkflow
 from workflows.model_retraining import ModelRetrainingWorkflow
+from workflows.retention import RetentionWorkflow
 
 
 class TemporalTlsError(ValueError):
@@ -88,7 +92,8 @@ async def connect(settings: Settings) -> Client:
         settings.temporal_target,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
+        # One trace per cycle (liftloop/cycle_tracing.py).
+        interceptors=[CycleTracingInterceptor()],
         tls=tls_config(settings),
     )
 
@@ -118,26 +123,47 @@ def build_worker(
     models = ModelRegistry(settings.data_dir / "models")
     segment = SegmentStage(engine)
     decide = DecideStage(engine, models)
-    generate = GenerateStage(engine, CopywriterSource(lambda: loop_copywriter(settings)))
-    guard = GuardStage(engine, policies)
-    approvals = ApprovalStage(engine, decision_key=credentials.approval_signing_key)
+    audit = AuditLog(engine, credentials.audit_signing_key)
+    generate = GenerateStage(engine, CopywriterSource(lambda: loop_copywriter(settings)), audit)
+    guard = GuardStage(engine, policies, audit)
+    approvals = ApprovalStage(engine, audit, decision_key=credentials.approval_signing_key)
     send = SendStage(
         engine,
         senders or default_senders(settings),
         policies,
         {"sender_address": settings.sender_address, "imprint": settings.imprint},
-        MessageLinks(unsubscribe_url=settings.unsubscribe_url, landing_url=settings.landing_url),
+        MessageLinks(
+            unsubscribe_url=settings.unsubscribe_url,
+            landing_url=settings.landing_url,
+            provenance_url=settings.provenance_url,
+        ),
+        audit,
     )
     simulate = SimulateStage(engine)
-    measure = MeasureStage(engine, models)
+    measure = MeasureStage(
+        engine,
+        audit,
+        models,
+        FairnessRule(
+            attributes=tuple(settings.fairness_attributes),
+            min_ratio=settings.fairness_min_ratio,
+            min_group=settings.fairness_min_group,
+        ),
+    )
     budget = BudgetActivities(
         BudgetFileSink(settings.outbox_dir / "ad_budgets.jsonl"), data_root=settings.data_dir
     )
-    retraining = RetrainingActivities(models, settings.data_dir)
+    retraining = RetrainingActivities(models, settings.data_dir, audit)
+    retention = RetentionActivities(engine, settings, audit)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[CampaignLoopWorkflow, BudgetAllocationWorkflow, ModelRetrainingWorkflow],
+        workflows=[
+            CampaignLoopWorkflow,
+            BudgetAllocationWorkflow,
+            ModelRetrainingWorkflow,
+            RetentionWorkflow,
+        ],
         activities=[
             segment.segment,
             decide.decide,
@@ -154,6 +180,7 @@ def build_worker(
             retraining.check_drift,
             retraining.train_candidate,
             retraining.promote,
+            retention.expire,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=8),
         max_concurrent_activities=8,

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from liftloop.loop.decide import DecideStage
     from liftloop.loop.generate import GenerateStage
     from liftloop.loop.guard import GuardStage
-    from liftloop.loop.measure import MeasureStage
+    from liftloop.loop.measure import MeasureStage, cycle_outcome
     from liftloop.loop.payloads import (
         ApprovalCloseInput,
         ApprovalDecision,
@@ -353,8 +353,14 @@ class CampaignLoopWorkflow:
         elapsed = (workflow.now() - ref.window_from).total_seconds()
         await self._sleep_unless_stopped(window - elapsed)
         self._stage = "measure"
+        last_cycle = inp.cycle >= spec.cadence.max_cycles
+        # What the workflow knows goes along, so that the measure span says what it does next.
         measured: MeasureResult = await workflow.execute_activity_method(
-            MeasureStage.measure, MeasureInput(ref=ref, true_lift=true_lift), **_QUICK
+            MeasureStage.measure,
+            MeasureInput(
+                ref=ref, true_lift=true_lift, stop_requested=self._stop, last_cycle=last_cycle
+            ),
+            **_QUICK,
         )
 
         summary = CycleSummary(
@@ -372,9 +378,7 @@ class CampaignLoopWorkflow:
         history = [*inp.history, summary]
         self._inp = inp.model_copy(update={"history": history})
 
-        verdict = self._stop_rule(measured)
-        if verdict == "running" and inp.cycle >= spec.cadence.max_cycles:
-            verdict = "completed"
+        verdict = self._stop_rule(measured, last_cycle)
         if verdict != "running":
             return self._finish(verdict)
 
@@ -425,15 +429,14 @@ class CampaignLoopWorkflow:
         )
         return outcomes
 
-    def _stop_rule(self, measured: MeasureResult) -> Outcome:
-        if self._stop:
-            return "stopped"
-        if measured.decision == "ship":
-            return "shipped"
-        if measured.decision == "stop":
-            ends: dict[str, Outcome] = {"max_cycles": "completed", "futile": "stopped"}
-            return ends.get(measured.decision_reason, "stopped_harmful")
-        return "running"
+    def _stop_rule(self, measured: MeasureResult, last_cycle: bool) -> Outcome:
+        # A stop requested while the measure ran counts too (the measure span predates it).
+        return cycle_outcome(
+            measured.decision,
+            measured.decision_reason,
+            stop_requested=self._stop,
+            last_cycle=last_cycle,
+        )
 
     def _finish(self, outcome: Outcome) -> CampaignLoopOutput:
         self._outcome, self._stage = outcome, "done"

@@ -18,6 +18,7 @@ from typer.main import get_command
 
 from liftloop.cli import (
     approvals,
+    audit,
     campaign,
     cdp,
     knowledge,
@@ -25,7 +26,9 @@ from liftloop.cli import (
     models,
     output,
     policies,
+    privacy,
     system,
+    traces,
 )
 from liftloop.credentials import InsecureSettingError, set_private_umask
 
@@ -92,7 +95,19 @@ app = typer.Typer(
     help="liftloop: durable campaign loops that prove lift against a holdout.",
     no_args_is_help=True,
 )
-for _module in (system, campaign, approvals, cdp, knowledge, measure, models, policies):
+for _module in (
+    system,
+    campaign,
+    approvals,
+    audit,
+    cdp,
+    knowledge,
+    measure,
+    models,
+    policies,
+    privacy,
+    traces,
+):
     _module.register(app)
 
 

@@ -49,6 +49,7 @@ def _decide(request_id: str, approved: bool, by: str, note: str) -> None:
         ApprovalProofRefused,
         decide_approval,
     )
+    from liftloop.audit import audit_log
     from liftloop.credentials import approval_signing_key
     from liftloop.db import engine_for
 
@@ -66,6 +67,7 @@ def _decide(request_id: str, approved: bool, by: str, note: str) -> None:
             by,
             note,
             signing_key=key,
+            audit=audit_log(settings),
         )
 
     try:

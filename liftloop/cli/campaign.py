@@ -29,8 +29,10 @@ def campaign_start(
     as_json: JsonOption = False,
 ) -> None:
     """Start a campaign from a YAML spec."""
+    from liftloop.audit import audit_log
     from liftloop.campaigns import start_campaign
     from liftloop.loop.spec import SpecError, load_spec
+    from liftloop.telemetry import flush_tracing, setup_tracing
 
     settings = get_settings()
     try:
@@ -46,7 +48,9 @@ def campaign_start(
 
         temporal = await client.connect(settings, as_json=as_json)
         try:
-            return await start_campaign(temporal, settings, spec)
+            return await start_campaign(
+                temporal, settings, spec, audit=audit_log(settings), actor=client.actor()
+            )
         except WorkflowAlreadyStartedError:
             output.fail("id", f"campaign {spec.id} is already running", as_json=as_json)
         except SpecError as exc:
@@ -54,12 +58,19 @@ def campaign_start(
         except ValueError as exc:
             output.fail("settings", str(exc).removeprefix("settings: "), as_json=as_json)
 
-    started = client.run(main)
+    # The start is the root of the campaign's first trace: with no tracer in this process,
+    # nothing would carry a trace to the workflow, and each of its stages would be a trace alone.
+    setup_tracing(settings, "cli")
+    try:
+        started = client.run(main)
+    finally:
+        flush_tracing()
     output.emit(
         started.model_dump(),
         as_json=as_json,
         human=f"started {started.campaign_id} as workflow {started.workflow_id}\n"
-        + runtime.ui_url(settings, started.workflow_id),
+        + runtime.ui_url(settings, started.workflow_id)
+        + (f"\ntrace of its first cycle: {started.trace_id}" if started.trace_id else ""),
     )
 
 
@@ -155,6 +166,38 @@ def campaign_decisions(
     )
 
 
+@app.command("fairness")
+def campaign_fairness(campaign_id: CampaignId, as_json: JsonOption = False) -> None:
+    """Each measured cycle's treatment, discount, suppression and holdout rates across the
+    groups of each attribute, the disparity ratio (lowest over highest) and whether it was
+    flagged (which escalates the next cycle's variants to approval)."""
+    from liftloop.db import engine_for
+    from liftloop.loop.fairness import checks_of
+
+    checks = checks_of(engine_for(get_settings().cdp_url), campaign_id)
+    if not checks:
+        output.fail("campaign_id", f"{campaign_id}: no fairness checks", as_json=as_json)
+    rows = [
+        (
+            c.cycle,
+            c.attribute,
+            c.metric,
+            f"{c.ratio:.3f}",
+            f"{c.z:.1f}",
+            f"{c.lowest} / {c.highest}",
+            "FLAGGED" if c.flagged else "",
+        )
+        for c in checks
+    ]
+    output.emit(
+        {"campaign_id": campaign_id, "checks": [c.model_dump() for c in checks]},
+        as_json=as_json,
+        human=output.table(
+            "cycle", "attribute", "rate", "ratio", "z", "lowest / highest", "", rows=rows
+        ),
+    )
+
+
 @app.command("report")
 def campaign_report(
     campaign_id: CampaignId,
@@ -203,6 +246,7 @@ def campaign_report(
 
 
 def _control(campaign_id: str, action: Literal["pause", "resume", "stop"]) -> None:
+    from liftloop.audit import audit_log
     from liftloop.campaigns import CampaignEnded, CampaignNotFound, control_campaign
 
     settings = get_settings()
@@ -210,7 +254,9 @@ def _control(campaign_id: str, action: Literal["pause", "resume", "stop"]) -> No
     async def main() -> Any:
         temporal = await client.connect(settings)
         try:
-            return await control_campaign(temporal, campaign_id, action)
+            return await control_campaign(
+                temporal, campaign_id, action, audit=audit_log(settings), actor=client.actor()
+            )
         except (CampaignNotFound, CampaignEnded) as exc:
             output.fail_on(exc)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -10,6 +11,14 @@ from liftloop.cli import output
 from liftloop.settings import Settings
 
 T = TypeVar("T")
+
+
+def actor() -> str:
+    """Who the audit log names for a CLI command: the account that runs it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return "cli"
 
 
 def run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

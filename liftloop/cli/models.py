@@ -350,6 +350,7 @@ def models_train(
         )
         if promote:
             reg.promote(name, meta.version)
+            _log_serving("model.promote", name, meta.version)
     except ModelInputError as exc:
         output.fail_on(exc, as_json=as_json)
     output.emit(
@@ -409,6 +410,17 @@ def models_drift(
     )
 
 
+def _log_serving(kind: str, name: str, version: str) -> None:
+    from liftloop.audit import audit_log
+    from liftloop.cli import client
+    from liftloop.settings import get_settings
+    from tools.audit import AuditEvent
+
+    audit_log(get_settings()).append(
+        AuditEvent(kind=kind, actor=client.actor(), subject=f"{name}:{version}")
+    )
+
+
 @models_app.command("promote")
 def models_promote(
     name: str, version: str, registry: RegistryOption = None, as_json: JsonOption = False
@@ -418,6 +430,7 @@ def models_promote(
         meta = _registry(registry).promote(name, version)
     except ModelInputError as exc:
         output.fail_on(exc, as_json=as_json)
+    _log_serving("model.promote", name, meta.version)
     output.emit({"name": name, "serving": meta.version}, as_json=as_json)
 
 
@@ -430,4 +443,5 @@ def models_rollback(
         meta = _registry(registry).rollback(name)
     except ModelInputError as exc:
         output.fail_on(exc, as_json=as_json)
+    _log_serving("model.rollback", name, meta.version)
     output.emit({"name": name, "serving": meta.version}, as_json=as_json)

@@ -26,15 +26,36 @@ from liftloop.loop.payloads import (
     ApprovalCloseInput,
     ApprovalDecision,
     ApprovalOpenInput,
+    ApprovalOutcome,
     ApprovalProof,
 )
-from liftloop.loop.stage_kit import stage_span
+from liftloop.loop.stage_kit import stage_span, tracer
 from liftloop.loop.tables import ApprovalRequest, Variant
+from tools.audit import AuditEvent, AuditLog
 from tools.cdp.sql import insert
 
 
 def request_id(variant_id: str) -> str:
     return f"apr-{variant_id.replace(':', '-').replace('@', '-')}"
+
+
+_APPROVER_ID_CONTEXT = b"liftloop.approver-id.v1\x00"
+
+
+def approver_id(key: bytes, approver: str) -> str:
+    """The pseudonym of an approver in spans: approvers are free text (a name, an address), so
+    spans carry this instead, an HMAC-SHA256 prefix under the approval signing key (the same
+    approver, the same id, while the key stays; without the key nobody can test a guess)."""
+    text = approver.encode("utf-8", "surrogatepass")
+    return hmac.new(key, _APPROVER_ID_CONTEXT + text, hashlib.sha256).hexdigest()[:16]
+
+
+def approval_verdict(outcome: ApprovalOutcome) -> str:
+    """approved, rejected (by a person) or expired (nobody decided before the timeout or the
+    campaign's stop: the workflow rejected it by default)."""
+    if outcome.approved:
+        return "approved"
+    return "expired" if outcome.decided_by.startswith("system:") else "rejected"
 
 
 # The failure type of a refused proof (the workflow's update fails with it).
@@ -117,9 +138,29 @@ def proof_problem(key: bytes, decision: ApprovalDecision, now: float) -> str | N
     return None
 
 
+def decision_event(
+    campaign_id: str, request_id: str, variant_id: str, outcome: ApprovalOutcome
+) -> AuditEvent:
+    """The audit entry of a decided request, keyed so that it is logged once by whoever is
+    first: the approval path (API, CLI) or the workflow's close."""
+    return AuditEvent(
+        kind="approval.decide",
+        actor=outcome.decided_by,
+        campaign_id=campaign_id,
+        subject=request_id,
+        details={
+            "variant_id": variant_id,
+            "verdict": "approved" if outcome.approved else "rejected",
+            "note": outcome.note,
+        },
+        key=f"approval.decide:{request_id}",
+    )
+
+
 class ApprovalStage:
-    def __init__(self, engine: Engine, decision_key: bytes = b"") -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, decision_key: bytes = b"") -> None:
         self.engine = engine
+        self.audit = audit
         # The approval signing key; without one every decision is refused.
         self._decision_key = decision_key
 
@@ -128,8 +169,18 @@ class ApprovalStage:
         """Refuses (non-retryable, type ApprovalProofRefused) a decision whose proof does not
         hold: missing, forged, altered, for another request, or expired."""
         problem = proof_problem(self._decision_key, decision, time.time())
-        if problem is not None:
-            raise ApplicationError(f"proof: {problem}", type=PROOF_REFUSED, non_retryable=True)
+        with tracer.start_as_current_span(
+            "approval.verify",
+            attributes={
+                "liftloop.approval.request_id": decision.request_id,
+                "liftloop.approval.verdict": "approved" if decision.approved else "rejected",
+                "liftloop.approval.approver_id": approver_id(self._decision_key, decision.approver),
+                "liftloop.approval.proof": "refused" if problem else "valid",
+            },
+        ) as span:
+            if problem is not None:
+                span.set_attribute("liftloop.approval.proof_problem", problem)
+                raise ApplicationError(f"proof: {problem}", type=PROOF_REFUSED, non_retryable=True)
 
     @activity.defn(name="campaign.open_approvals")
     def open_approvals(self, inp: ApprovalOpenInput) -> list[str]:
@@ -139,6 +190,23 @@ class ApprovalStage:
         with stage_span("approval.open", ref) as span, self.engine.begin() as conn:
             for v in inp.verdicts:
                 rid = request_id(v.variant_id)
+                self.audit.append(
+                    AuditEvent(
+                        kind="approval.request",
+                        actor="worker",
+                        campaign_id=ref.campaign_id,
+                        subject=rid,
+                        details={
+                            "cycle": ref.cycle,
+                            "variant_id": v.variant_id,
+                            "arm": v.arm,
+                            "rule_ids": sorted({r.rule_id for r in v.reasons}),
+                            "policy_version": v.policy_version,
+                        },
+                        key=f"approval.request:{rid}",
+                    ),
+                    conn,
+                )
                 conn.execute(
                     insert(conn, ApprovalRequest)
                     .on_conflict_do_nothing()
@@ -154,7 +222,17 @@ class ApprovalStage:
                     )
                 )
                 ids.append(rid)
+                span.add_event(
+                    "approval.requested",
+                    {
+                        "liftloop.approval.request_id": rid,
+                        "liftloop.variant_id": v.variant_id,
+                        "liftloop.arm": v.arm,
+                        "liftloop.rule_ids": sorted({r.rule_id for r in v.reasons}),
+                    },
+                )
             span.set_attribute("liftloop.approval_requests", len(ids))
+            span.set_attribute("liftloop.approval.request_ids", ids)
         return ids
 
     @activity.defn(name="campaign.close_approvals")
@@ -162,6 +240,11 @@ class ApprovalStage:
         now = datetime.now(UTC)
         with stage_span("approval.close", inp.ref) as span, self.engine.begin() as conn:
             for o in inp.outcomes:
+                # The API or CLI logged a human's decision as it was made; this one is for
+                # the outcomes only the workflow knows (a request that timed out).
+                self.audit.append(
+                    decision_event(inp.ref.campaign_id, o.request_id, o.variant_id, o), conn
+                )
                 conn.execute(
                     update(ApprovalRequest)
                     .where(col(ApprovalRequest.id) == o.request_id)
@@ -177,5 +260,24 @@ class ApprovalStage:
                     .where(col(Variant.id) == o.variant_id)
                     .values(approved=o.approved)
                 )
-            span.set_attribute("liftloop.approved", sum(o.approved for o in inp.outcomes))
-            span.set_attribute("liftloop.rejected", sum(not o.approved for o in inp.outcomes))
+            # Per request: its verdict and who decided, by pseudonym (never the free text).
+            verdicts = [approval_verdict(o) for o in inp.outcomes]
+            span.set_attribute("liftloop.approved", verdicts.count("approved"))
+            span.set_attribute("liftloop.rejected", verdicts.count("rejected"))
+            span.set_attribute("liftloop.expired", verdicts.count("expired"))
+            span.set_attribute(
+                "liftloop.approval.request_ids", [o.request_id for o in inp.outcomes]
+            )
+            span.set_attribute("liftloop.approval.verdicts", verdicts)
+            for o, verdict in zip(inp.outcomes, verdicts, strict=True):
+                span.add_event(
+                    "approval.decided",
+                    {
+                        "liftloop.approval.request_id": o.request_id,
+                        "liftloop.variant_id": o.variant_id,
+                        "liftloop.approval.verdict": verdict,
+                        "liftloop.approval.approver_id": approver_id(
+                            self._decision_key, o.decided_by
+                        ),
+                    },
+                )

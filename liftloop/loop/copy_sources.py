@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from liftloop.loop.builtin_templates import render_variant
 from liftloop.loop.spec import CampaignSpec, Offer
+from tools.rag.errors import KnowledgeError
 
 if TYPE_CHECKING:  # the knowledge stack loads only when a campaign asks for the copywriter
     from agents.copywriter import Copywriter
@@ -34,6 +35,8 @@ class ArmCopy(BaseModel):
     template_version: str
     model: str = "template"
     snapshot_id: str | None = None
+    # The signed manifest's signature: an auditor checks the snapshot with `kb verify`.
+    snapshot_signature: str | None = None
     citations: tuple[str, ...] = ()
 
 
@@ -100,8 +103,18 @@ class CopywriterSource:
             template_version=variant.template_version,
             model=variant.model,
             snapshot_id=variant.snapshot_id,
+            snapshot_signature=_signature(copywriter, variant.snapshot_id),
             citations=tuple(variant.citations),
         )
+
+
+def _signature(copywriter: Copywriter, snapshot_id: str | None) -> str | None:
+    if snapshot_id is None:
+        return None
+    try:
+        return copywriter.knowledge.load_snapshot(snapshot_id).signature
+    except KnowledgeError:  # an index that keeps no snapshots (in memory)
+        return None
 
 
 CopySource = Callable[[CampaignSpec, Offer, str, str], ArmCopy]

@@ -13,12 +13,14 @@ from liftloop.loop.copy_sources import CopySource, builtin_copy
 from liftloop.loop.payloads import CycleRef, GenerateResult
 from liftloop.loop.stage_kit import stage_span, variant_id
 from liftloop.loop.tables import Variant
+from tools.audit import AuditEvent, AuditLog
 
 
 class GenerateStage:
-    def __init__(self, engine: Engine, copywriter: CopySource) -> None:
+    def __init__(self, engine: Engine, copywriter: CopySource, audit: AuditLog) -> None:
         self.engine = engine
         self.copywriter = copywriter
+        self.audit = audit
 
     @activity.defn(name="campaign.generate")
     def generate(self, ref: CycleRef) -> GenerateResult:
@@ -46,8 +48,21 @@ class GenerateStage:
                         body=copy.body,
                         model=copy.model,
                         snapshot_id=copy.snapshot_id,
+                        snapshot_signature=copy.snapshot_signature,
                         citations=list(copy.citations),
                     )
+                )
+                # Logged the first time a template version writes copy: the log's releases.
+                self.audit.append(
+                    AuditEvent(
+                        kind="prompt.in_use",
+                        actor="worker",
+                        campaign_id=ref.campaign_id,
+                        subject=copy.template_id,
+                        details={"version": copy.template_version, "model": copy.model},
+                        key=f"prompt.in_use:{copy.template_id}:{copy.template_version}",
+                    ),
+                    conn,
                 )
                 ids.append(vid)
             span.set_attribute("liftloop.variants", len(ids))

@@ -3,12 +3,15 @@ a verdict is allow, block or escalate (to a human), with machine-readable reason
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from temporalio import activity
 
 from liftloop.loop.builtin_templates import slot_names
+from liftloop.loop.fairness import escalation_reasons, flagged_before
 from liftloop.loop.payloads import GuardInput, GuardReason, GuardResult, VariantVerdict
 from liftloop.loop.stage_kit import stage_span
 from liftloop.loop.tables import Variant
@@ -19,12 +22,14 @@ from policies import (
     check_variant,
     within_campaign_limits,
 )
+from tools.audit import AuditEvent, AuditLog
 
 
 class GuardStage:
-    def __init__(self, engine: Engine, policies: PolicyStore) -> None:
+    def __init__(self, engine: Engine, policies: PolicyStore, audit: AuditLog) -> None:
         self.engine = engine
         self.policies = policies
+        self.audit = audit
 
     @activity.defn(name="campaign.guard")
     def guard(self, inp: GuardInput) -> GuardResult:
@@ -36,6 +41,21 @@ class GuardStage:
             stage_span("guard", ref, **{"liftloop.policy_version": policy.version}) as span,
             self.engine.begin() as conn,
         ):
+            # Logged the first time a policy version judges anything: the log's policy changes.
+            brand, market = policy.key
+            self.audit.append(
+                AuditEvent(
+                    kind="policy.in_force",
+                    actor="worker",
+                    campaign_id=ref.campaign_id,
+                    subject=f"{brand}/{market}",
+                    details={"version": policy.version, "source": Path(policy.source).name},
+                    key=f"policy.in_force:{brand}/{market}:{policy.version}",
+                ),
+                conn,
+            )
+            # A disparity flagged in the last measured cycle sends every variant to a human.
+            unfair = escalation_reasons(flagged_before(conn, ref), policy.version)
             for vid in inp.variant_ids:
                 variant = conn.execute(
                     select(Variant.arm, Variant.channel, Variant.subject, Variant.body).where(
@@ -43,42 +63,79 @@ class GuardStage:
                     )
                 ).one()
                 offer = offers[variant.arm]
-                verdict = within_campaign_limits(
-                    check_variant(
-                        VariantProposal(
-                            campaign_id=ref.campaign_id,
-                            arm=variant.arm,
-                            channel=variant.channel,
-                            market=spec.content.market,
-                            language=spec.content.language,
-                            subject=variant.subject,
-                            body=variant.body,
-                            offer=OfferTerms(
-                                discount_pct=offer.discount_pct, margin_pct=offer.margin_pct
-                            ),
-                            slot_names=slot_names(variant.subject, variant.body),
+                # The brand policy's verdict (its span, policies.check_variant, says this one),
+                # then the campaign's limits: the stage's verdict is the second.
+                brand_verdict = check_variant(
+                    VariantProposal(
+                        campaign_id=ref.campaign_id,
+                        arm=variant.arm,
+                        channel=variant.channel,
+                        market=spec.content.market,
+                        language=spec.content.language,
+                        subject=variant.subject,
+                        body=variant.body,
+                        offer=OfferTerms(
+                            discount_pct=offer.discount_pct, margin_pct=offer.margin_pct
                         ),
-                        policy,
+                        slot_names=slot_names(variant.subject, variant.body),
                     ),
+                    policy,
+                )
+                verdict = within_campaign_limits(
+                    brand_verdict,
                     discount_pct=offer.discount_pct,
                     max_discount_pct=spec.limits.max_discount_pct,
                     campaign_id=spec.id,
                 )
                 decision = verdict.decision.value
+                reasons = [
+                    GuardReason.model_validate(r.model_dump(mode="json")) for r in verdict.reasons
+                ]
+                if unfair and decision != "block":
+                    decision, reasons = "escalate", reasons + unfair
+                rule_ids = sorted({r.rule_id for r in reasons})
+                span.add_event(
+                    "guard.verdict",
+                    {
+                        "liftloop.variant_id": vid,
+                        "liftloop.arm": variant.arm,
+                        "liftloop.guard.decision": decision,
+                        "liftloop.guard.policy_decision": brand_verdict.decision.value,
+                        "liftloop.rule_ids": rule_ids,
+                    },
+                )
                 conn.execute(
                     update(Variant)
                     .where(col(Variant.id) == vid)
-                    .values(verdict=decision, approved=True if decision == "allow" else None)
+                    .values(
+                        verdict=decision,
+                        policy_version=policy.version,
+                        approved=True if decision == "allow" else None,
+                    )
+                )
+                self.audit.append(
+                    AuditEvent(
+                        kind="guard.verdict",
+                        actor="worker",
+                        campaign_id=ref.campaign_id,
+                        subject=vid,
+                        details={
+                            "cycle": ref.cycle,
+                            "arm": variant.arm,
+                            "verdict": decision,
+                            "rule_ids": rule_ids,
+                            "policy_version": policy.version,
+                        },
+                        key=f"guard.verdict:{ref.started_at.isoformat()}:{vid}",
+                    ),
+                    conn,
                 )
                 verdicts.append(
                     VariantVerdict(
                         variant_id=vid,
                         arm=variant.arm,
                         decision=decision,
-                        reasons=[
-                            GuardReason.model_validate(r.model_dump(mode="json"))
-                            for r in verdict.reasons
-                        ],
+                        reasons=reasons,
                         policy_version=policy.version,
                     )
                 )
@@ -86,6 +143,9 @@ class GuardStage:
                 "liftloop.escalated", sum(v.decision == "escalate" for v in verdicts)
             )
             span.set_attribute("liftloop.blocked", sum(v.decision == "block" for v in verdicts))
+            # The stage's final verdict per variant (after the campaign's limits), as arm=verdict.
+            span.set_attribute("liftloop.allowed", sum(v.decision == "allow" for v in verdicts))
+            span.set_attribute("liftloop.verdicts", [f"{v.arm}={v.decision}" for v in verdicts])
             span.set_attribute(
                 "liftloop.rule_ids", sorted({r.rule_id for v in verdicts for r in v.reasons})
             )

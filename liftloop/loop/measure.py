@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, update
@@ -17,20 +17,56 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from temporalio import activity
 
-from liftloop.loop import bandit_store, next_best_action
+from liftloop.loop import bandit_store, fairness, next_best_action
+from liftloop.loop.fairness import FairnessRule
 from liftloop.loop.payloads import CycleRef, MeasureInput, MeasureResult
 from liftloop.loop.stage_kit import OUTBOX_OF_DECISION, stage_span
 from liftloop.loop.tables import CycleResult, DecisionRecord, OutboxMessage
+from tools.audit import AuditEvent, AuditLog
 from tools.cdp.tables import PROFILE_SEGMENTS, Event
 from tools.measure.design import StopRule
 from tools.measure.lift import MetricStats, cumulative, lift, stop_verdict
 from tools.measure.stats import GroupStats
 from tools.models.registry import ModelRegistry
 
+# What the campaign does after a measured cycle: runs on, or ends with this outcome.
+CycleOutcome = Literal["running", "shipped", "stopped", "stopped_harmful", "completed"]
+# The outcome as the measure span's `liftloop.decision`.
+NEXT_STEP: dict[CycleOutcome, str] = {
+    "running": "continue",
+    "shipped": "ship",
+    "stopped": "stop",
+    "stopped_harmful": "stop",
+    "completed": "stop",
+}
+
+
+def cycle_outcome(
+    action: str, reason: str, *, stop_requested: bool, last_cycle: bool
+) -> CycleOutcome:
+    """The workflow's rule after a measured cycle (the measure span reports it): a requested
+    stop wins; then the stop rule's ship or stop; then the last cycle completes the campaign."""
+    if stop_requested:
+        return "stopped"
+    if action == "ship":
+        return "shipped"
+    if action == "stop":
+        ends: dict[str, CycleOutcome] = {"max_cycles": "completed", "futile": "stopped"}
+        return ends.get(reason, "stopped_harmful")
+    return "completed" if last_cycle else "running"
+
 
 class MeasureStage:
-    def __init__(self, engine: Engine, models: ModelRegistry | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        audit: AuditLog,
+        models: ModelRegistry | None = None,
+        fairness_rule: FairnessRule | None = None,
+    ) -> None:
         self.engine = engine
+        self.audit = audit
+        self.fairness_rule = fairness_rule or FairnessRule()
         # Where the nba policy keeps each campaign's uplift model; None: the model is not used.
         self.models = models
 
@@ -104,6 +140,7 @@ class MeasureStage:
                 _update_bandit(conn, ref, rows, sent, metrics["conversion"])
             if spec.experiment.policy == "nba":
                 self._learn_nba(conn, ref, span)
+            self._check_fairness(conn, ref, span)
             primary, decision = stop_verdict(
                 StopRule(
                     min_cycles=spec.stop.min_cycles,
@@ -149,9 +186,50 @@ class MeasureStage:
             if first.ci_low is not None and first.ci_high is not None:
                 span.set_attribute("liftloop.lift.ci_low", first.ci_low)
                 span.set_attribute("liftloop.lift.ci_high", first.ci_high)
-            span.set_attribute("liftloop.decision", decision.action)
-            span.set_attribute("liftloop.decision_reason", decision.reason)
+            # The rule's recommendation, and what the workflow does with it (it also knows
+            # whether a stop was requested and whether this was the last cycle).
+            outcome = cycle_outcome(
+                decision.action,
+                decision.reason,
+                stop_requested=inp.stop_requested,
+                last_cycle=inp.last_cycle,
+            )
+            span.set_attribute("liftloop.stop_rule.recommendation", decision.action)
+            span.set_attribute("liftloop.stop_rule.reason", decision.reason)
+            span.set_attribute("liftloop.stop_requested", inp.stop_requested)
+            span.set_attribute("liftloop.outcome", outcome)
+            why: str = decision.reason
+            if inp.stop_requested:
+                why = "stop_requested"
+            elif outcome == "completed" and decision.action == "continue":
+                why = "max_cycles"  # the rule had no verdict yet; the cycles ran out
+            span.set_attribute("liftloop.decision", NEXT_STEP[outcome])
+            span.set_attribute("liftloop.decision_reason", why)
             return result
+
+    def _check_fairness(self, conn: Any, ref: CycleRef, span: Any) -> None:
+        flagged = [d for d in fairness.check_cycle(conn, ref, self.fairness_rule) if d.flagged]
+        span.set_attribute("liftloop.fairness.flagged", len(flagged))
+        if flagged:
+            self.audit.append(
+                AuditEvent(
+                    kind="fairness.flagged",
+                    actor="worker",
+                    campaign_id=ref.campaign_id,
+                    subject=f"cycle-{ref.cycle}",
+                    details={
+                        "cycle": ref.cycle,
+                        "disparities": [
+                            d.model_dump(
+                                include={"attribute", "metric", "ratio", "lowest", "highest"}
+                            )
+                            for d in flagged
+                        ],
+                    },
+                    key=f"fairness.flagged:{ref.workflow_id}:{ref.started_at.isoformat()}:{ref.cycle}",
+                ),
+                conn,
+            )
 
     def _learn_nba(self, conn: Any, ref: CycleRef, span: Any) -> None:
         """After each window the uplift model is refit on all measured cycles (served from the
@@ -160,6 +238,18 @@ class MeasureStage:
         version, model, metrics = None, None, {"rows": 0.0}
         if self.models is not None:
             version, model, metrics = next_best_action.train_uplift(history, ref, self.models)
+            if model is not None:
+                self.audit.append(
+                    AuditEvent(
+                        kind="model.promote",
+                        actor="worker",
+                        campaign_id=ref.campaign_id,
+                        subject=version,
+                        details={"cycle": ref.cycle, "training_rows": int(metrics["rows"])},
+                        key=f"model.promote:{version}",
+                    ),
+                    conn,
+                )
             if model is None:
                 # Not enough new data for a model this cycle: keep judging by the serving one.
                 version, model, metrics["order_value"] = next_best_action.serving_model(

@@ -144,6 +144,10 @@ class SimulateResult(_Payload):
 class MeasureInput(_Payload):
     ref: CycleRef
     true_lift: dict[str, float] | None = None
+    # What the workflow knows when it measures, so that the measure span says what it does next:
+    # a stop was requested (it cut the attribution window short), this is the last cycle.
+    stop_requested: bool = False
+    last_cycle: bool = False
 
 
 class MeasureResult(_Payload):

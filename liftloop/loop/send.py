@@ -24,6 +24,7 @@ from liftloop.loop.payloads import SendInput, SendResult
 from liftloop.loop.stage_kit import stage_span, variant_id
 from liftloop.loop.tables import DecisionRecord, OutboxMessage, Variant
 from policies import PolicyStore, SendProposal, check_sends
+from tools.audit import AuditEvent, AuditLog
 from tools.cdp.consent import latest_consent
 from tools.cdp.sql import insert
 from tools.cdp.tables import Profile
@@ -41,6 +42,10 @@ class MessageLinks(BaseModel):
 
     unsubscribe_url: str
     landing_url: str
+    provenance_url: str | None = None
+
+    def provenance(self, mid: str) -> str | None:
+        return self.provenance_url.replace("{message_id}", mid) if self.provenance_url else None
 
     def slots(self, mid: str) -> dict[str, str]:
         return {
@@ -65,8 +70,10 @@ class SendStage:
         policies: PolicyStore,
         sender_slots: Mapping[str, str],
         links: MessageLinks,
+        audit: AuditLog,
     ) -> None:
         self.engine = engine
+        self.audit = audit
         self.senders = senders
         self.policies = policies
         # Brand identity slots (postal address, imprint) that every message carries.
@@ -99,6 +106,25 @@ class SendStage:
                 failed=counts.get("failed", 0),
                 suppressed=counts.get("suppressed", 0),
                 already_sent=redelivered,
+            )
+            run = f"{ref.workflow_id}:{ref.started_at.isoformat()}"
+            self.audit.append(
+                AuditEvent(
+                    kind="send.batch",
+                    actor="worker",
+                    campaign_id=ref.campaign_id,
+                    subject=f"{ref.workflow_id}/cycle-{ref.cycle}/shard-{inp.shard}",
+                    details={
+                        "cycle": ref.cycle,
+                        "shard": inp.shard,
+                        "sent": result.sent,
+                        "failed": result.failed,
+                        "suppressed": result.suppressed,
+                        "redelivered": redelivered,
+                        "providers": {c: s.name for c, s in sorted(self.senders.items())},
+                    },
+                    key=f"send.batch:{run}:{ref.cycle}:{inp.shard}",
+                )
             )
             span.set_attribute("liftloop.sent", result.sent)
             span.set_attribute("liftloop.failed", result.failed)
@@ -230,6 +256,7 @@ class SendStage:
                         recipient=recipient,
                         subject=fill_slots(v.subject, slots),
                         body=fill_slots(v.body, slots),
+                        provenance_url=self.links.provenance(r["id"]),
                     )
                 )
             verdicts = []

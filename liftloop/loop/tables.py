@@ -68,8 +68,11 @@ class Variant(SQLModel, table=True):
     body: str
     model: str = "template"
     snapshot_id: str | None = None
+    snapshot_signature: str | None = None
     citations: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     verdict: str = "pending"
+    # The version (declared version + content hash) of the policy that gave the verdict.
+    policy_version: str | None = None
     approved: bool | None = None
 
 
@@ -77,6 +80,8 @@ class ApprovalRequest(SQLModel, table=True):
     __tablename__ = "approval_requests"
 
     id: str = Field(primary_key=True)
+    # None: a variant the loop waits on; "objection": a person's objection to review.
+    kind: str | None = None
     campaign_id: str = Field(index=True)
     workflow_id: str
     cycle: int
@@ -123,6 +128,24 @@ class CycleResult(SQLModel, table=True):
     cycle: int = Field(primary_key=True)
     result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     measured_at: datetime
+
+
+class FairnessCheck(SQLModel, table=True):
+    """A cycle's disparity ratio of one rate across the groups of one attribute."""
+
+    __tablename__ = "fairness_checks"
+
+    campaign_id: str = Field(primary_key=True)
+    cycle: int = Field(primary_key=True)
+    attribute: str = Field(primary_key=True)
+    metric: str = Field(primary_key=True)
+    rates: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    lowest: str
+    highest: str
+    ratio: float
+    # The gap between the lowest and highest group in standard errors (flagged only beyond 3).
+    z: float = 0.0
+    flagged: bool
 
 
 class BanditState(SQLModel, table=True):

@@ -206,6 +206,14 @@ async def test_stop_of_a_healthy_campaign_is_a_signal(  # type: ignore[no-untype
 
         final = await _until(done, "the campaign to stop")
         assert final["outcome"] == "stopped" and final["reason"] is None, final
+        audit = await http.get("/v1/audit", params={"campaign_id": cid}, headers=KEY)
+        started, stopped = audit.json()[:2]
+        assert (started["kind"], started["actor"]) == ("campaign.start", "api")
+        assert started["details"]["spec"]["cadence"]["max_cycles"] == 3
+        assert (stopped["kind"], stopped["details"]["effect"]) == (
+            "campaign.stop",
+            stop.json()["effect"],
+        )
     unknown = create_app(settings, client=dev_env.client)
     async with _http(unknown) as http:
         r = await http.post("/v1/campaigns/never-started/stop", headers=KEY)

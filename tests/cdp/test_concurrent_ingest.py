@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from tests.audit_support import audit_for
 from tools.cdp import privacy
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import IngestResult, ingest
@@ -86,7 +87,9 @@ def test_an_ingest_for_a_person_being_erased_waits_for_the_erasure(
 
     monkeypatch.setattr(privacy, "_scrub", paused)
     eraser = threading.Thread(
-        target=erase_person, args=(engine, "u1", registry), kwargs={"actor": "dpo"}
+        target=erase_person,
+        args=(engine, "u1", registry),
+        kwargs={"actor": "dpo", "audit": audit_for(engine)},
     )
     eraser.start()
     assert between.wait(10)

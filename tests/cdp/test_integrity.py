@@ -20,6 +20,7 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
 from liftloop.db import make_engine
+from tests.audit_support import audit_for
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import identifiers, ingest
 from tools.cdp.messages import parse_message
@@ -286,7 +287,11 @@ def test_merge_heavy_random_batches_keep_every_reference(
             if erase_rng.random() < 0.1:
                 someone = erase_rng.choice(batch)
                 erase_person(
-                    strict, someone.get("userId") or someone["anonymousId"], registry, actor="t"
+                    strict,
+                    someone.get("userId") or someone["anonymousId"],
+                    registry,
+                    actor="t",
+                    audit=audit_for(strict),
                 )
                 erasures += 1
                 assert dangling(strict) == {}, (seed, "erasure")

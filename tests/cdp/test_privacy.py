@@ -13,11 +13,12 @@ from liftloop import erasure
 from liftloop.erasure import erase_person, export_person
 from liftloop.loop.tables import DecisionRecord, OutboxMessage
 from liftloop.settings import Settings
+from tools.audit import timeline
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.errors import UnknownIdentityError
 from tools.cdp.ingest import ingest
 from tools.cdp.sql import cols, insert, table_of
-from tools.cdp.tables import AuditEntry, Event, Identity, Profile
+from tools.cdp.tables import Event, Identity, Profile
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -135,9 +136,7 @@ def test_erase_removes_person_and_keeps_aggregates(person: Engine, registry: Con
         assert decided == {report.pseudonym, "bob"}
         assert conn.execute(select(cols(Identity).value)).scalars().all() == ["bob"]
         assert conn.execute(select(cols(Profile).id)).scalars().all() == ["bob"]
-        audit = conn.execute(
-            select(cols(AuditEntry).action, cols(AuditEntry).subject, cols(AuditEntry).details)
-        ).all()
-    assert [a[0] for a in audit] == ["erase"]
-    assert audit[0][1] == report.pseudonym
-    assert '"u1"' not in json.dumps(audit[0][2]) and "eve@" not in json.dumps(audit[0][2])
+    audit = timeline(person)
+    assert [a.kind for a in audit] == ["privacy.erase"]
+    assert audit[0].subject == report.pseudonym and audit[0].actor == "dpo"
+    assert '"u1"' not in json.dumps(audit[0].details) and "eve@" not in audit[0].model_dump_json()

@@ -26,6 +26,7 @@ from liftloop.loop.spec import parse_spec
 from liftloop.loop.tables import Variant
 from liftloop.settings import Settings
 from policies import PolicyStore
+from tests.audit_support import audit_for
 from tests.content.conftest import SAMPLE_KNOWLEDGE
 
 # A brand block that reads like ordinary copy (no injection trigger words), re-ingested over
@@ -104,8 +105,10 @@ class Loop:
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.engine = engine
-        self.generate = GenerateStage(engine, CopywriterSource(lambda: loop_copywriter(settings)))
-        self.guard = GuardStage(engine, PolicyStore.bundled())
+        self.generate = GenerateStage(
+            engine, CopywriterSource(lambda: loop_copywriter(settings)), audit_for(engine)
+        )
+        self.guard = GuardStage(engine, PolicyStore.bundled(), audit_for(engine))
         self.env = ActivityEnvironment()
 
     def cycle(self, spec: Any, cycle: int) -> tuple[list[Variant], list[VariantVerdict]]:

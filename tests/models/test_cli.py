@@ -12,6 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from liftloop.cli.models import register
+from liftloop.db import make_engine
+from tests.audit_support import audit_for
 from tools.models.registry import ModelRegistry
 from tools.models.uplift import TLearner, UpliftModel
 
@@ -310,9 +312,9 @@ def test_models_drift_against_the_serving_models_training_window(tmp_path: Path)
     assert features["purchase_rate"]["status"] == "drifted"
     assert features["repeat_value"] == {"psi": pytest.approx(0.0, abs=1e-12), "status": "stable"}
     # The figures the retraining workflow decides on.
-    check = RetrainingActivities(ModelRegistry(tmp_path / "models"), tmp_path).check_drift(
-        RetrainInput(transactions="tx.csv", format="csv", calibration_end="2024-06-30")
-    )
+    check = RetrainingActivities(
+        ModelRegistry(tmp_path / "models"), tmp_path, audit_for(make_engine("sqlite://"))
+    ).check_drift(RetrainInput(transactions="tx.csv", format="csv", calibration_end="2024-06-30"))
     assert check.drifted and check.psi == {k: v["psi"] for k, v in features.items()}
 
     res = runner.invoke(app, ["models", "drift", *csv_file, "--name", "other", *reg, "--json"])

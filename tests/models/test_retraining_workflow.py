@@ -13,7 +13,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from liftloop.db import make_engine
 from liftloop.retraining import RetrainingActivities
+from tests.audit_support import audit_for
+from tools.audit import timeline
 from tools.models.registry import ModelRegistry
 from tools.models.retraining import RetrainInput, RetrainOutput, retraining_schedule
 from workflows.model_retraining import ModelRetrainingWorkflow
@@ -57,11 +60,14 @@ async def test_retrains_only_when_needed(
 ) -> None:
     registry = ModelRegistry(tmp_path)
     # The activity resolves the input's relative file name inside this data root.
-    acts = RetrainingActivities(registry, data_file("lifetimes_CDNOW_sample.txt").parent)
+    audit = audit_for(make_engine(f"sqlite:///{tmp_path / 'cdp.sqlite'}"))
+    acts = RetrainingActivities(registry, data_file("lifetimes_CDNOW_sample.txt").parent, audit)
     inp = RetrainInput(transactions="lifetimes_CDNOW_sample.txt")
 
     first = await _run(env.client, acts, inp)
     assert first.promoted and first.serving_version == "v1"
+    promotions = [e for e in timeline(audit.engine) if e.kind == "model.promote"]
+    assert [e.subject for e in promotions] == ["clv:v1"]
     assert first.reason == "no model was serving"
     assert first.candidate is not None and first.candidate.customers == 2357
     assert round(first.candidate.log_likelihood, 1) == -9582.4

@@ -163,7 +163,12 @@ def test_key_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(settings.secrets_dir.stat().st_mode) == 0o700
     names = sorted(p.name for p in settings.secrets_dir.iterdir())
-    assert names == ["api-key", "approval-signing-key", "knowledge-signing-key"]
+    assert names == [
+        "api-key",
+        "approval-signing-key",
+        "audit-signing-key",
+        "knowledge-signing-key",
+    ]
     for path in settings.secrets_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 

@@ -74,7 +74,8 @@ def test_up_makes_private_keys_and_files_and_refuses_dev_key(tmp_path: Path) -> 
         assert up.returncode == 0, up.stderr
         lines = [line for line in up.stdout.splitlines() if line.startswith("keys:")]
         assert lines == [
-            f"keys: api-key, approval-signing-key, knowledge-signing-key in {data / 'secrets'}"
+            f"keys: api-key, approval-signing-key, audit-signing-key, knowledge-signing-key in "
+            f"{data / 'secrets'}"
             " (mode 0600)"
         ], up.stdout
 

@@ -28,6 +28,7 @@ from liftloop.loop.send import MessageLinks, SendStage
 from liftloop.loop.spec import CampaignSpec, parse_spec
 from liftloop.loop.tables import AudienceMember, DecisionRecord, OutboxMessage
 from policies import PolicyStore
+from tests.audit_support import audit_for
 from tools.cdp.tables import Consent, Profile
 from tools.models.registry import ModelRegistry
 
@@ -159,11 +160,11 @@ def run_decide(
 
 
 def run_generate(env: ActivityEnvironment, engine: Engine, ref: CycleRef) -> GenerateResult:
-    return env.run(GenerateStage(engine, builtin_copy).generate, ref)
+    return env.run(GenerateStage(engine, builtin_copy, audit_for(engine)).generate, ref)
 
 
 def send_stage(engine: Engine, senders: dict[str, Any]) -> SendStage:
-    return SendStage(engine, senders, PolicyStore.bundled(), SENDER_SLOTS, LINKS)
+    return SendStage(engine, senders, PolicyStore.bundled(), SENDER_SLOTS, LINKS, audit_for(engine))
 
 
 def run_send(

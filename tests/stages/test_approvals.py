@@ -15,6 +15,7 @@ from liftloop.loop.payloads import (
 )
 from liftloop.loop.stage_kit import variant_id
 from liftloop.loop.tables import ApprovalRequest, Variant
+from tests.audit_support import audit_for
 from tests.stages.helpers import CycleRefBuilder, all_rows, run_generate
 
 
@@ -64,7 +65,8 @@ def test_open_creates_pending_requests_with_the_reasons(
     ref = cycle_ref(cycle=4)
     verdicts = _escalated(ref)
     ids = env.run(
-        ApprovalStage(engine).open_approvals, ApprovalOpenInput(ref=ref, verdicts=verdicts)
+        ApprovalStage(engine, audit_for(engine)).open_approvals,
+        ApprovalOpenInput(ref=ref, verdicts=verdicts),
     )
     assert ids == [request_id(v.variant_id) for v in verdicts]
     assert len(set(ids)) == 2 and all(":" not in i and "@" not in i for i in ids)
@@ -87,7 +89,7 @@ def test_open_creates_pending_requests_with_the_reasons(
 
 def test_open_is_idempotent_on_retry(env, engine, cycle_ref: CycleRefBuilder) -> None:
     ref = cycle_ref()
-    stage = ApprovalStage(engine)
+    stage = ApprovalStage(engine, audit_for(engine))
     inp = ApprovalOpenInput(ref=ref, verdicts=_escalated(ref))
     first = env.run(stage.open_approvals, inp)
     created = {rid: r.created_at for rid, r in _requests(engine, ref).items()}
@@ -120,7 +122,7 @@ def test_close_writes_the_decisions_onto_requests_and_variants(
 ) -> None:
     ref = cycle_ref()
     run_generate(env, engine, ref)
-    stage = ApprovalStage(engine)
+    stage = ApprovalStage(engine, audit_for(engine))
     verdicts = _escalated(ref)
     ids = env.run(stage.open_approvals, ApprovalOpenInput(ref=ref, verdicts=verdicts))
     outcomes = [

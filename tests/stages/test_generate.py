@@ -14,6 +14,7 @@ from liftloop.loop.generate import GenerateStage
 from liftloop.loop.payloads import CycleRef
 from liftloop.loop.stage_kit import variant_id
 from liftloop.loop.tables import Variant
+from tests.audit_support import audit_for
 from tests.stages.helpers import CycleRefBuilder, all_rows, profiles, run_generate
 
 
@@ -110,7 +111,7 @@ def test_copywriter_generator_stores_what_the_copy_source_wrote(
         )
 
     ref = cycle_ref(content={"generator": "copywriter", "market": "US", "brand": "demo"})
-    result = env.run(GenerateStage(engine, copywriter).generate, ref)
+    result = env.run(GenerateStage(engine, copywriter, audit_for(engine)).generate, ref)
     assert calls == [(o.id, c, a) for a, o, c in ref.spec.arms]
     stored = _variants(engine, ref)
     for vid in result.variant_ids:

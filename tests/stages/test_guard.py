@@ -11,6 +11,7 @@ from liftloop.loop.guard import GuardStage
 from liftloop.loop.payloads import CycleRef, GuardInput, GuardResult
 from liftloop.loop.tables import Variant
 from policies import PolicyStore
+from tests.audit_support import audit_for
 from tests.stages.helpers import CycleRefBuilder, all_rows, run_generate
 
 FOOTER = "\n\n--\n{sender_address}\nUnsubscribe: {unsubscribe_url}\n"
@@ -22,7 +23,9 @@ def policies() -> PolicyStore:
 
 
 def _guard(env, engine, policies, ref: CycleRef, ids: list[str]) -> GuardResult:  # type: ignore[no-untyped-def]
-    return env.run(GuardStage(engine, policies).guard, GuardInput(ref=ref, variant_ids=ids))
+    return env.run(
+        GuardStage(engine, policies, audit_for(engine)).guard, GuardInput(ref=ref, variant_ids=ids)
+    )
 
 
 def _rows(engine, ref: CycleRef) -> dict[str, Variant]:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from liftloop.loop.measure import MeasureStage
 from liftloop.loop.payloads import CycleRef, MeasureInput, MeasureResult
 from liftloop.loop.tables import BanditState, CycleResult
 from liftloop.settings import get_settings
+from tests.audit_support import audit_for
 from tests.stages.helpers import (
     OTHER_BATCH,
     CycleRefBuilder,
@@ -76,7 +77,9 @@ def _split(engine, ref: CycleRef) -> tuple[list[str], list[str]]:  # type: ignor
 
 
 def _measure(env, engine, ref: CycleRef, true_lift=None) -> MeasureResult:  # type: ignore[no-untyped-def]
-    return env.run(MeasureStage(engine).measure, MeasureInput(ref=ref, true_lift=true_lift))
+    return env.run(
+        MeasureStage(engine, audit_for(engine)).measure, MeasureInput(ref=ref, true_lift=true_lift)
+    )
 
 
 def test_lift_and_outcomes_match_hand_computed_values(

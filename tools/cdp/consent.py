@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from tools.cdp.sql import as_utc, cols, utcnow
+from tools.cdp.sql import as_utc, cols, insert, utcnow
 from tools.cdp.tables import Consent, Profile
 
 _CO = cols(Consent)
@@ -98,3 +99,24 @@ def has_consent(
         .scalar_subquery()
     )
     return latest.is_(True)
+
+
+def object_to_marketing(conn: Connection, profile_id: str) -> int:
+    """Record the person's objection to direct marketing (GDPR Art. 21(2)), which must be
+    honoured without review: a withdrawal of marketing on every channel, dated now, so it
+    outranks every earlier grant. The number of statements written."""
+    now = utcnow()
+    rows = [
+        {
+            "profile_id": profile_id,
+            "channel": channel,
+            "purpose": "marketing",
+            "granted": False,
+            "source": "redress",
+            "lawful_basis": "objection",
+            "recorded_at": now,
+        }
+        for channel in CHANNELS
+    ]
+    conn.execute(insert(conn, Consent), rows)
+    return len(rows)

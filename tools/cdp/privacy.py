@@ -30,12 +30,12 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import String, Text, bindparam, cast, delete, func, or_, select, type_coerce, update
 from sqlalchemy.engine import Connection, Engine
 
+from tools.audit import AuditEvent, AuditLog
 from tools.cdp.contracts import ContractRegistry
 from tools.cdp.ingest import PEOPLE_WRITER
 from tools.cdp.people import resolve_profile
-from tools.cdp.sql import chunks, cols, insert, one_writer_at_a_time, table_of, utcnow
+from tools.cdp.sql import chunks, cols, one_writer_at_a_time, table_of
 from tools.cdp.tables import (
-    AuditEntry,
     BucketAssignment,
     Consent,
     EngagementCount,
@@ -304,6 +304,7 @@ def erase_person(
     registry: ContractRegistry,
     *,
     actor: str,
+    audit: AuditLog,
     stores: Sequence[PersonStore] = (),
 ) -> ErasureReport:
     """Erase the person behind `any_id` in one transaction and log it under a pseudonym."""
@@ -356,7 +357,12 @@ def erase_person(
             for label, model, where in deletions:
                 rows[label] = conn.execute(delete(table_of(model)).where(where)).rowcount
             rows.update(_redact_mentions(conn, who))
-            _audit(conn, "erase", pseudonym, actor, {"rows": rows})
+            audit.append(
+                AuditEvent(
+                    kind="privacy.erase", actor=actor, subject=pseudonym, details={"rows": rows}
+                ),
+                conn,
+            )
         span.set_attribute("cdp.events_pseudonymised", rows["events_pseudonymised"])
         return ErasureReport(pseudonym=pseudonym, rows=rows)
 
@@ -378,7 +384,12 @@ def json_rows(conn: Connection, model: Any, where: Any) -> list[dict[str, Any]]:
 
 
 def export_person(
-    engine: Engine, any_id: str, *, actor: str, stores: Sequence[PersonStore] = ()
+    engine: Engine,
+    any_id: str,
+    *,
+    actor: str,
+    audit: AuditLog,
+    stores: Sequence[PersonStore] = (),
 ) -> dict[str, Any]:
     """Everything the CDP holds about the person behind `any_id`, as JSON-ready data."""
     with tracer.start_as_current_span("cdp.export_person") as span:
@@ -407,29 +418,16 @@ def export_person(
             }
             for store in stores:
                 data.update(store.export(conn, pid))
-            _audit(
+            audit.append(
+                AuditEvent(
+                    kind="privacy.export",
+                    actor=actor,
+                    subject=f"export-{uuid.uuid4().hex}",
+                    details={
+                        "sections": {k: len(v) for k, v in data.items() if isinstance(v, list)}
+                    },
+                ),
                 conn,
-                "export",
-                f"export-{uuid.uuid4().hex}",
-                actor,
-                {"sections": {k: len(v) for k, v in data.items() if isinstance(v, list)}},
             )
         span.set_attribute("cdp.events", len(data["events"]))
         return data
-
-
-def _audit(
-    conn: Connection, action: str, subject: str, actor: str, details: dict[str, Any]
-) -> None:
-    conn.execute(
-        insert(conn, AuditEntry),
-        [
-            {
-                "action": action,
-                "subject": subject,
-                "actor": actor,
-                "details": details,
-                "at": utcnow(),
-            }
-        ],
-    )

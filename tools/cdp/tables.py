@@ -1,6 +1,6 @@
 """All of the CDP's tables: profiles, consents, events, identities, traits, features,
-segments, quarantine and the privacy log. The loop's own tables live beside the loop; both share
-SQLModel's metadata so one `create_all` makes a database.
+segments and quarantine (the audit log's are in tools/audit). The loop's own tables live beside
+the loop; all share SQLModel's metadata so one `create_all` makes a database.
 
 `ensure_cdp_tables(engine)` creates them where they are missing.
 """
@@ -229,19 +229,6 @@ class SegmentChange(SQLModel, table=True):
     segment: str = Field(index=True)
     profile_id: str = Field(index=True)
     change: str  # entered | exited
-
-
-class AuditEntry(SQLModel, table=True):
-    """Privacy actions; `subject` is a pseudonym, never the person's id."""
-
-    __tablename__ = "cdp_audit_log"
-
-    id: int | None = Field(default=None, primary_key=True)
-    action: str = Field(index=True)
-    subject: str
-    actor: str
-    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    at: datetime
 
 
 # PostgreSQL answers event-window conditions ("an order in the last 365 days") fastest by an
