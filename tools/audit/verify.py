@@ -55,9 +55,7 @@ def _columns_agree(row: Any) -> bool:
     )
 
 
-def _link_problem(
-    rows: list[Any], i: int, prev: str, position: dict[str, int]
-) -> tuple[int, str]:
+def _link_problem(rows: list[Any], i: int, prev: str, position: dict[str, int]) -> tuple[int, str]:
     """Why entry `i` does not link to `prev`, the hash of the entry before it."""
     row = rows[i]
     if position.get(row.prev_hash, -1) > i:
