@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from liftloop.cli import output
-from liftloop.cli.output import JsonOption
+from liftloop.cli.output import JsonOption, OutputOption
 from liftloop.loop.spec import CAMPAIGN_ID_PATTERN
 from liftloop.settings import get_settings
 
@@ -94,9 +93,7 @@ def _summary(details: dict[str, object]) -> str:
 def audit_export(
     fmt: Annotated[Literal["json", "csv"], typer.Option("--format", help="json or csv.")] = "json",
     campaign: CampaignOption = None,
-    to: Annotated[
-        Path | None, typer.Option("--output", "-o", dir_okay=False, help="File (default stdout).")
-    ] = None,
+    to: OutputOption = None,
 ) -> None:
     """Every entry (or one campaign's) as JSON or CSV; the head is checkpointed first, so what
     is exported can be verified later."""
@@ -111,14 +108,7 @@ def audit_export(
         text = as_csv(entries)
     else:
         text = json.dumps([e.model_dump(mode="json") for e in entries], ensure_ascii=False) + "\n"
-    if to is None:
-        output.echo(text.rstrip("\n"))
-        return
-    try:
-        to.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        output.fail("--output", f"cannot write {to.name} ({exc.strerror})")
-    output.echo(f"{len(entries)} entries written to {to.name}", err=True)
+    output.write_out(text, to, f"{len(entries)} entries")
 
 
 @audit_app.command("checkpoint")

@@ -36,6 +36,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -107,6 +108,23 @@ def emit(payload: Mapping[str, Any], *, as_json: bool, human: RenderableType | N
             echo(human)
     else:
         show(human)
+
+
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", dir_okay=False, help="File (default stdout).")
+]
+
+
+def write_out(text: str, to: Path | None, what: str) -> None:
+    """A document to stdout, or to the file `to` (`what` it was, said on stderr)."""
+    if to is None:
+        echo(text.rstrip("\n"))
+        return
+    try:
+        to.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail("--output", f"cannot write {to.name} ({exc.strerror})")
+    echo(f"{what} written to {to.name}", err=True)
 
 
 def fail(

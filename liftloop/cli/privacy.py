@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from liftloop.cli import client, output
-from liftloop.cli.output import JsonOption
+from liftloop.cli.output import JsonOption, OutputOption
 from liftloop.settings import get_settings
 
 privacy_app = typer.Typer(
@@ -45,23 +44,14 @@ def privacy_records(as_json: JsonOption = False) -> None:
 
 @privacy_app.command("dpia")
 def privacy_dpia(
-    to: Annotated[
-        Path | None, typer.Option("--output", "-o", dir_okay=False, help="File (default stdout).")
-    ] = None,
+    to: OutputOption = None,
 ) -> None:
     """A DPIA draft in Markdown, filled from the records of processing."""
     from liftloop.privacy_records import dpia_draft, records_of_processing
     from tools.cdp.contracts import ContractRegistry
 
     text = dpia_draft(records_of_processing(get_settings(), ContractRegistry.load()))
-    if to is None:
-        output.echo(text.rstrip("\n"))
-        return
-    try:
-        to.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        output.fail("--output", f"cannot write {to.name} ({exc.strerror})")
-    output.echo(f"DPIA draft written to {to.name}", err=True)
+    output.write_out(text, to, "DPIA draft")
 
 
 @privacy_app.command("retention")
