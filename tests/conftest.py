@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +16,12 @@ from tests import datasets
 # Nothing may reach the network while tests run.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 os.environ.setdefault("ALLOW_MODEL_REQUESTS", "false")
+# A test that reads the process's settings without choosing a data directory (a CLI command
+# run in-process, say) writes into this one, never into the checkout's own `.liftloop`.
+if "LIFTLOOP_DATA_DIR" not in os.environ:
+    _DATA_DIR = tempfile.mkdtemp(prefix="liftloop-tests-")
+    os.environ["LIFTLOOP_DATA_DIR"] = _DATA_DIR
+    atexit.register(shutil.rmtree, _DATA_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
