@@ -31,6 +31,7 @@ class GenerateStage:
             self.engine.begin() as conn,
         ):
             ids = []
+            events: list[AuditEvent] = []
             for arm, offer, channel in spec.arms:
                 copy = source(spec, offer, channel, arm)
                 vid = variant_id(ref, arm)
@@ -53,7 +54,7 @@ class GenerateStage:
                     )
                 )
                 # Logged the first time a template version writes copy: the log's releases.
-                self.audit.append(
+                events.append(
                     AuditEvent(
                         kind="prompt.in_use",
                         actor="worker",
@@ -61,9 +62,12 @@ class GenerateStage:
                         subject=copy.template_id,
                         details={"version": copy.template_version, "model": copy.model},
                         key=f"prompt.in_use:{copy.template_id}:{copy.template_version}",
-                    ),
-                    conn,
+                    )
                 )
                 ids.append(vid)
+            # After the copy is written: the log's lock is held until commit, not while a
+            # model writes the next variant.
+            for event in events:
+                self.audit.append(event, conn)
             span.set_attribute("liftloop.variants", len(ids))
             return GenerateResult(variant_ids=ids)

@@ -43,7 +43,7 @@ class GuardStage:
         ):
             # Logged the first time a policy version judges anything: the log's policy changes.
             brand, market = policy.key
-            self.audit.append(
+            events = [
                 AuditEvent(
                     kind="policy.in_force",
                     actor="worker",
@@ -51,9 +51,8 @@ class GuardStage:
                     subject=f"{brand}/{market}",
                     details={"version": policy.version, "source": Path(policy.source).name},
                     key=f"policy.in_force:{brand}/{market}:{policy.version}",
-                ),
-                conn,
-            )
+                )
+            ]
             # A disparity flagged in the last measured cycle sends every variant to a human.
             unfair = escalation_reasons(flagged_before(conn, ref), policy.version)
             for vid in inp.variant_ids:
@@ -113,7 +112,7 @@ class GuardStage:
                         approved=True if decision == "allow" else None,
                     )
                 )
-                self.audit.append(
+                events.append(
                     AuditEvent(
                         kind="guard.verdict",
                         actor="worker",
@@ -127,8 +126,7 @@ class GuardStage:
                             "policy_version": policy.version,
                         },
                         key=f"guard.verdict:{ref.started_at.isoformat()}:{vid}",
-                    ),
-                    conn,
+                    )
                 )
                 verdicts.append(
                     VariantVerdict(
@@ -139,6 +137,9 @@ class GuardStage:
                         policy_version=policy.version,
                     )
                 )
+            # Once every variant is judged: the log's lock is held until commit only.
+            for event in events:
+                self.audit.append(event, conn)
             span.set_attribute(
                 "liftloop.escalated", sum(v.decision == "escalate" for v in verdicts)
             )
