@@ -166,7 +166,11 @@ _MEASURES = [
 def _recipients(settings: Settings) -> list[Recipient]:
     smtp_host, smtp_where = _where(settings.smtp_host)
     temporal = settings.temporal_address or "the embedded dev server"
-    database = settings.database_url or "SQLite in the data directory"
+    db_host, db_where = (
+        _where(settings.database_url)
+        if settings.database_url
+        else ("SQLite in the data directory", "this machine")
+    )
     recipients = [
         Recipient(
             name="e-mail delivery",
@@ -189,8 +193,8 @@ def _recipients(settings: Settings) -> list[Recipient]:
         Recipient(
             name="customer database",
             role="stores every category above",
-            endpoint=_where(database)[0] if settings.database_url else database,
-            location=_where(database)[1] if settings.database_url else "this machine",
+            endpoint=db_host,
+            location=db_where,
         ),
     ]
     if settings.llm_model != "offline":
@@ -202,18 +206,13 @@ def _recipients(settings: Settings) -> list[Recipient]:
                 location="outside this machine unless the model is served locally",
             )
         )
-    if settings.otlp_endpoint:
-        host, where = _where(settings.otlp_endpoint)
-        recipients.append(
-            Recipient(name="trace collector", role="spans", endpoint=host, location=where)
-        )
-    if settings.weaviate_url:
-        host, where = _where(settings.weaviate_url)
-        recipients.append(
-            Recipient(
-                name="vector index", role="knowledge documents", endpoint=host, location=where
-            )
-        )
+    for name, role, url in (
+        ("trace collector", "spans", settings.otlp_endpoint),
+        ("vector index", "knowledge documents", settings.weaviate_url),
+    ):
+        if url:
+            host, where = _where(url)
+            recipients.append(Recipient(name=name, role=role, endpoint=host, location=where))
     return recipients
 
 

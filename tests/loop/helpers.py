@@ -7,11 +7,23 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
+from liftloop.audit import audit_log
+from liftloop.campaigns import handle_for, start_campaign
 from liftloop.credentials import approval_signing_key
 from liftloop.loop.approvals import sign_decision
 from liftloop.loop.spec import CampaignSpec, parse_spec
 from liftloop.settings import Settings
 from workflows.campaign_loop import CampaignLoopOutput, CampaignLoopWorkflow
+
+
+async def start(
+    client: Client, settings: Settings, s: CampaignSpec, task_queue: str
+) -> WorkflowHandle[CampaignLoopWorkflow, CampaignLoopOutput]:
+    """Start the campaign (audited as the actor "test") and return its handle."""
+    await start_campaign(
+        client, settings, s, task_queue=task_queue, audit=audit_log(settings), actor="test"
+    )
+    return handle_for(client, s.id)
 
 
 def spec(campaign_id: str, batch: str, **overrides: Any) -> CampaignSpec:

@@ -16,11 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from liftloop.audit import audit_log
-from liftloop.campaigns import handle_for, start_campaign
 from liftloop.loop.delivery_audit import audit_deliveries
 from liftloop.loop.tables import OutboxMessage
-from tests.loop.helpers import drive, spec
+from tests.loop.helpers import drive, spec, start
 from tools.simulation.customers import generate_customers
 
 # Kill to the first message the retried send delivers: the heartbeat timeout (10 s; the SDK
@@ -71,15 +69,7 @@ async def test_worker_killed_mid_send_delivers_exactly_once(
     go = settings.data_dir / "standby-go"
     workers = [_start_worker(env_vars), _start_worker(env_vars, go)]
     try:
-        await start_campaign(
-            dev_env.client,
-            settings,
-            s,
-            task_queue=task_queue,
-            audit=audit_log(settings),
-            actor="test",
-        )
-        handle = handle_for(dev_env.client, s.id)
+        handle = await start(dev_env.client, settings, s, task_queue)
 
         def sent() -> tuple[int, int]:
             with engine.connect() as conn:

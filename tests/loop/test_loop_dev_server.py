@@ -10,12 +10,11 @@ from sqlalchemy import func, select
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from liftloop.audit import audit_log
-from liftloop.campaigns import handle_for, loop_input, start_campaign
+from liftloop.campaigns import loop_input
 from liftloop.loop.delivery_audit import audit_deliveries
 from liftloop.loop.tables import ApprovalRequest, DecisionRecord, OutboxMessage
 from liftloop.temporal import build_worker
-from tests.loop.helpers import drive, spec
+from tests.loop.helpers import drive, spec, start
 from tools.simulation.customers import generate_customers
 from workflows.campaign_loop import CampaignLoopWorkflow
 
@@ -33,10 +32,7 @@ async def _run(
     generate_customers(engine, profiles, batch=batch, seed=profiles)
     s = spec(f"c-{batch}", batch, **spec_overrides)
     async with build_worker(env.client, settings, task_queue=task_queue):
-        await start_campaign(
-            env.client, settings, s, task_queue=task_queue, audit=audit_log(settings), actor="test"
-        )
-        handle = handle_for(env.client, s.id)
+        handle = await start(env.client, settings, s, task_queue)
         out = await drive(env.client, handle, approve, settings=settings)
     return s, handle, out
 
@@ -266,15 +262,7 @@ async def test_input_the_worker_cannot_accept_fails_the_campaign_with_its_reason
     generate_customers(engine, 50, batch=batch)
     s = spec(f"c-{batch}", batch, content={"market": "FR", "brand": "default"})
     async with build_worker(dev_env.client, settings, task_queue=task_queue):
-        await start_campaign(
-            dev_env.client,
-            settings,
-            s,
-            task_queue=task_queue,
-            audit=audit_log(settings),
-            actor="test",
-        )
-        handle = handle_for(dev_env.client, s.id)
+        handle = await start(dev_env.client, settings, s, task_queue)
         try:
             await asyncio.wait_for(handle.result(), timeout=60)
             raise AssertionError("a campaign without a policy for its market must not run")

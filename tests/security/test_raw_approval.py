@@ -26,15 +26,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from liftloop.api import create_app
-from liftloop.audit import audit_log
-from liftloop.campaigns import handle_for, start_campaign
 from liftloop.credentials import api_keys, approval_signing_key
 from liftloop.loop.approvals import sign_decision
 from liftloop.loop.payloads import ApprovalDecision
 from liftloop.loop.tables import ApprovalRequest, Variant
 from liftloop.settings import Settings
 from liftloop.temporal import build_worker
-from tests.loop.helpers import spec
+from tests.loop.helpers import spec, start
 from tools.simulation.customers import generate_customers
 from workflows.campaign_loop import CampaignLoopWorkflow, CampaignStatus
 
@@ -106,15 +104,7 @@ async def test_an_update_sent_straight_to_temporal_cannot_approve(
     s = spec(f"sec-{batch}", batch)  # twenty_off on email and push: two escalations
     key = approval_signing_key(settings)  # the installation's key, generated in the data dir
     async with build_worker(dev_env.client, settings, task_queue=task_queue):
-        await start_campaign(
-            dev_env.client,
-            settings,
-            s,
-            task_queue=task_queue,
-            audit=audit_log(settings),
-            actor="test",
-        )
-        own = handle_for(dev_env.client, s.id)
+        own = await start(dev_env.client, settings, s, task_queue)
         st = await _wait(own, lambda st: len(st.pending_approvals) == 2, "two pending approvals")
         target, other = sorted(p.request_id for p in st.pending_approvals)
 

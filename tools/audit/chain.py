@@ -76,6 +76,13 @@ def checkpoint_signature(key: bytes, seq: int, head_hash: str, at: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def _head(conn: Connection) -> tuple[int, str]:
+    """The newest entry's number and hash; (0, GENESIS) for an empty log."""
+    log = cols(AuditRecord)
+    head = conn.execute(select(log.seq, log.hash).order_by(log.seq.desc()).limit(1)).first()
+    return (int(head[0]), str(head[1])) if head else (0, GENESIS)
+
+
 class AuditLog:
     def __init__(self, engine: Engine, key: bytes) -> None:
         if not key:
@@ -105,8 +112,8 @@ class AuditLog:
             found = conn.execute(select(log.seq).where(log.key == event.key)).first()
             if found is not None:
                 return None
-        head = conn.execute(select(log.seq, log.hash).order_by(log.seq.desc()).limit(1)).first()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        last, prev = _head(conn)
+        seq = last + 1
         at = utcnow()
         body = body_of(event, at)
         digest = entry_hash(prev, body)
@@ -133,16 +140,15 @@ class AuditLog:
 
     def _checkpoint_head(self, conn: Connection) -> int:
         one_writer_at_a_time(conn, _LOCK)
-        log = cols(AuditRecord)
-        head = conn.execute(select(log.seq, log.hash).order_by(log.seq.desc()).limit(1)).first()
-        if head is None:
+        seq, digest = _head(conn)
+        if seq == 0:
             return 0
         done = conn.execute(
-            select(cols(AuditCheckpoint).seq).where(cols(AuditCheckpoint).seq == head[0])
+            select(cols(AuditCheckpoint).seq).where(cols(AuditCheckpoint).seq == seq)
         ).first()
         if done is None:
-            self._write_checkpoint(conn, head[0], head[1])
-        return int(head[0])
+            self._write_checkpoint(conn, seq, digest)
+        return seq
 
     def _write_checkpoint(self, conn: Connection, seq: int, head_hash: str) -> None:
         at = utcnow()
