@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
 from opentelemetry import trace
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model
 
+from tools.content.call_guard import ModelCallGuard
 from tools.content.errors import ContentError
 from tools.content.guard import CopyGuard, GuardContext, builtin_guard, sms_body
-from tools.content.llm import (
-    CachedResponse,
-    CostLedger,
-    ModelRouter,
-    ResponseCache,
-    UsageEntry,
-    cache_key,
-)
+from tools.content.ledger import MemoryLedger, UsageEntry, UsageLedger
+from tools.content.llm import CachedResponse, ModelRouter, ResponseCache, cache_key
 from tools.content.models import (
     CopyDraft,
     GeneratedVariant,
@@ -33,12 +29,17 @@ from tools.content.models import (
 )
 from tools.content.offline_model import REVISION_MARK
 from tools.content.prompts import SLOT, PromptLibrary, PromptTemplate, default_library
-from tools.rag.injection import quote_untrusted
 from tools.rag.knowledge_base import KnowledgeBase
 from tools.rag.models import SearchFilter, SearchHit, SignedSnapshot
 
 tracer = trace.get_tracer("liftloop.content")
 _GROUNDING_ATTEMPTS = 3
+# The brand policy around one variant's model calls, when the caller knows the market's policy.
+CallGuards = Callable[[VariantRequest], ModelCallGuard | None]
+
+
+# What a variant holds when its prompt was refused: nothing was written.
+_EMPTY_DRAFT = CopyDraft(subject="", body_blocks=[], call_to_action="")
 
 
 @cache
@@ -54,7 +55,7 @@ def copywriter_agent() -> Agent[None, CopyDraft]:
 
 
 def _knowledge_items(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
-    """Retrieved chunks as JSON data; suspected injections are additionally fenced as quotes."""
+    """Retrieved chunks as JSON data: the prompt shows the model data, never instructions."""
     return [
         {
             "ref": f"K{n}",
@@ -63,8 +64,7 @@ def _knowledge_items(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
             "kind": hit.meta.kind,
             "heading": hit.meta.heading,
             "fields": {k: v for k, v in hit.meta.fields.items() if k != "text"},
-            "text": quote_untrusted(hit.text) if hit.meta.injection_suspected else hit.text,
-            "injection_suspected": hit.meta.injection_suspected,
+            "text": hit.text,
         }
         for n, hit in enumerate(hits, 1)
     ]
@@ -79,9 +79,10 @@ class Copywriter:
         guard: CopyGuard = builtin_guard,
         library: PromptLibrary | None = None,
         cache: ResponseCache | None = None,
-        ledger: CostLedger | None = None,
+        ledger: UsageLedger | None = None,
         max_revisions: int = 2,
         allowed_link_domains: Sequence[str] = (),
+        call_guards: CallGuards | None = None,
     ) -> None:
         if max_revisions < 0:
             raise ContentError("max_revisions", f"must be >= 0, got {max_revisions}")
@@ -90,8 +91,9 @@ class Copywriter:
         self.guard = guard
         self.library = library or default_library()
         self.cache = cache or ResponseCache()
-        self.ledger = ledger or CostLedger()
+        self.ledger = ledger or MemoryLedger()
         self.max_revisions = max_revisions
+        self.call_guards = call_guards
         # Links are slots ({{cta_url}}); a written-out link must go to one of these domains.
         self.allowed_link_domains = tuple(allowed_link_domains)
 
@@ -110,7 +112,8 @@ class Copywriter:
             )
             for hit in self.knowledge.search(query, flt, k=step.k):
                 seen.setdefault(hit.chunk_id, hit)
-        return list(seen.values())
+        # A chunk scored as a prompt injection at ingestion never reaches a prompt at all.
+        return [hit for hit in seen.values() if not hit.meta.injection_suspected]
 
     def _grounding(
         self, template: PromptTemplate, request: VariantRequest
@@ -132,7 +135,7 @@ class Copywriter:
         )
 
     async def generate(self, request: VariantRequest) -> GeneratedVariant:
-        """One guarded variant for one (campaign, arm, channel); escalates after N revisions."""
+        """One guarded variant for one (campaign, arm, channel); blocked after N revisions."""
         template = self.library.get(request.template_id)
         if template.channel != request.channel:
             raise ContentError(
@@ -142,7 +145,11 @@ class Copywriter:
         with tracer.start_as_current_span("content.generate_variant") as span:
             snapshot, hits = self._grounding(template, request)
             params = {
-                **{k: v for k, v in request.model_dump().items() if k not in ("groups", "job_id")},
+                **{
+                    k: v
+                    for k, v in request.model_dump().items()
+                    if k not in ("groups", "cycle", "job")
+                },
                 "task": template.task,
             }
             values = {
@@ -164,25 +171,29 @@ class Copywriter:
                 discount_pct=request.discount_pct,
                 allowed_link_domains=self.allowed_link_domains,
             )
+            call_guard = self.call_guards(request) if self.call_guards else None
             key = cache_key(
                 template.id, template.version, model_name, template.instructions + prompt
             )
             cached = self.cache.get(key)
             if cached is not None:
                 draft, attempts = cached.draft, cached.attempts
-                verdict = self.guard(draft, context)
+                verdict = self._judge(draft, context, call_guard)
                 usage = TokenUsage(cached=True)
             else:
-                draft, verdict, usage, attempts = await self._draft_and_guard(
-                    template, prompt, model_name, context
+                draft, verdict, usage, attempts = await self._guarded_drafts(
+                    template, prompt, model_name, context, call_guard
                 )
-                if verdict.passed:
+                # A draft still blocked after its revisions is kept too: a retried activity or a
+                # repeated cycle does not pay for the same refusal again (it is judged afresh).
+                # A refused prompt was never sent: nothing to remember.
+                if usage.requests:
                     self.cache.put(key, CachedResponse(draft=draft, usage=usage, attempts=attempts))
             self.ledger.record(
                 UsageEntry(
-                    job_id=request.job_id
-                    or f"{request.campaign_id}:{request.arm}:{request.channel}",
                     campaign_id=request.campaign_id,
+                    cycle=request.cycle,
+                    job=request.job,
                     channel=request.channel,
                     template_id=template.id,
                     model=model_name,
@@ -215,36 +226,94 @@ class Copywriter:
                     "content.attempts": attempts,
                     "content.cached": usage.cached,
                     "content.escalated": variant.escalated,
+                    "content.guard": verdict.guard,
                     "content.guard_rules": [r.rule_id for r in verdict.reasons],
                     "content.citations": len(variant.citations),
                     "content.snapshot_id": snapshot.snapshot_id,
                     "content.input_tokens": usage.input_tokens,
                     "content.output_tokens": usage.output_tokens,
+                    "content.cost_eur": usage.cost_eur,
                 }
             )
             return variant
 
-    async def _draft_and_guard(
-        self, template: PromptTemplate, prompt: str, model_name: str, context: GuardContext
+    def _judge(
+        self, draft: CopyDraft, context: GuardContext, call_guard: ModelCallGuard | None
+    ) -> GuardResult:
+        """The built-in checks, then the brand policy's block rules on the draft as sent."""
+        verdict = self.guard(draft, context)
+        if call_guard is None:
+            return verdict
+        reasons = verdict.reasons + call_guard.check_draft(draft)
+        return GuardResult(passed=not reasons, reasons=reasons, guard=f"{verdict.guard}+policy")
+
+    async def _guarded_drafts(
+        self,
+        template: PromptTemplate,
+        prompt: str,
+        model_name: str,
+        context: GuardContext,
+        call_guard: ModelCallGuard | None,
+    ) -> tuple[CopyDraft, GuardResult, TokenUsage, int]:
+        """Check the prompt, then draft and judge until a draft passes or the revisions run
+        out. A prompt the policy refuses is never sent; its variant is blocked with the
+        reasons."""
+        if call_guard is not None:
+            with tracer.start_as_current_span("content.check_prompt") as span:
+                checked = call_guard.check_prompt(prompt)
+                span.set_attributes(
+                    {
+                        "content.prompt_redacted": checked.redacted,
+                        "content.prompt_blocked": [r.rule_id for r in checked.blocked],
+                    }
+                )
+            if checked.blocked:
+                refused = GuardResult(passed=False, reasons=checked.blocked, guard="prompt")
+                return _EMPTY_DRAFT, refused, TokenUsage(), 0
+            prompt = checked.prompt
+        async with self.router.session(template.task) as model:
+            return await self._revise(template, prompt, model_name, context, call_guard, model)
+
+    async def _revise(
+        self,
+        template: PromptTemplate,
+        prompt: str,
+        model_name: str,
+        context: GuardContext,
+        call_guard: ModelCallGuard | None,
+        model: Model,
     ) -> tuple[CopyDraft, GuardResult, TokenUsage, int]:
         agent = copywriter_agent()
-        model = self.router.model_for(template.task)
         history: list[ModelMessage] | None = None
         user_prompt = prompt
         input_tokens = output_tokens = requests = 0
         for attempt in range(1, self.max_revisions + 2):
-            result = await agent.run(
-                user_prompt,
-                model=model,
-                instructions=template.instructions,
-                message_history=history,
-            )
-            run_usage = result.usage
-            input_tokens += run_usage.input_tokens
-            output_tokens += run_usage.output_tokens
-            requests += run_usage.requests
-            draft = result.output
-            verdict = self.guard(draft, context)
+            with tracer.start_as_current_span("content.draft_attempt") as span:
+                result = await agent.run(
+                    user_prompt,
+                    model=model,
+                    instructions=template.instructions,
+                    message_history=history,
+                )
+                run_usage = result.usage
+                input_tokens += run_usage.input_tokens
+                output_tokens += run_usage.output_tokens
+                requests += run_usage.requests
+                draft = result.output
+                verdict = self._judge(draft, context, call_guard)
+                span.set_attributes(
+                    {
+                        "content.attempt": attempt,
+                        "gen_ai.request.model": model_name,
+                        "gen_ai.usage.input_tokens": run_usage.input_tokens,
+                        "gen_ai.usage.output_tokens": run_usage.output_tokens,
+                        "content.cost_eur": self.router.cost_eur(
+                            model_name, run_usage.input_tokens, run_usage.output_tokens
+                        ),
+                        "content.guard_passed": verdict.passed,
+                        "content.guard_rules": [r.rule_id for r in verdict.reasons],
+                    }
+                )
             if verdict.passed or attempt > self.max_revisions:
                 break
             history = result.all_messages()

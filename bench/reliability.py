@@ -61,6 +61,7 @@ from liftloop.settings import Settings  # noqa: E402
 from liftloop.temporal import connect, forward_temporal_logs  # noqa: E402
 from tools.cdp.sources import create_source  # noqa: E402
 from tools.cdp.tables import Event  # noqa: E402
+from tools.content.ledger import SqlCostLedger  # noqa: E402
 
 SIZES = {
     "full": {"profiles": 10_000, "cycles": 6, "kills": 20, "restarts": 3, "load_s": 60.0},
@@ -465,7 +466,9 @@ def heartbeats(settings: Settings, n: int) -> dict[str, Any]:
 
     each_shard(lambda s: ActivityEnvironment().run(decide.decide, ShardInput(ref=ref, shard=s)))
     audit = audit_log(settings)
-    variants = env.run(GenerateStage(engine, builtin_copy, audit).generate, ref).variant_ids
+    variants = env.run(
+        GenerateStage(engine, builtin_copy, audit, SqlCostLedger(engine)).generate, ref
+    ).variant_ids
     stage = SendStage(
         engine,
         default_senders(settings),

@@ -26,7 +26,7 @@ from approvals.requests import (
     decide_approval,
     list_approvals,
 )
-from liftloop import api_cdp
+from liftloop import api_cdp, api_plans
 from liftloop.api_errors import ERROR_RESPONSES, ApiError, install_error_handling
 from liftloop.api_input import KEY_SCHEMES, api_key_bytes, read_json, require_known_key
 from liftloop.campaigns import (
@@ -53,6 +53,7 @@ from liftloop.redress import Objection, ObjectionFiled, file_objection, messages
 from liftloop.settings import Settings
 from tools.audit import AuditEntryView, AuditLog, ChainReport, as_csv, timeline, verify_chain
 from tools.cdp.errors import UnknownIdentityError
+from tools.content.ledger import CampaignCosts, SqlCostLedger
 from workflows.campaign_loop import CampaignStatus
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -131,6 +132,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     )
     engine = engine_for(settings.cdp_url)
     audit = AuditLog(engine, credentials.audit_signing_key)
+    ledger = SqlCostLedger(engine)
     app.include_router(api_cdp.router)
     app.dependency_overrides[api_cdp.get_cdp_engine] = lambda: engine
     app.dependency_overrides[api_cdp.get_cdp_settings] = lambda: settings
@@ -152,6 +154,10 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         return state["client"]
 
     auth = [Depends(require_key), *KEY_SCHEMES]
+    app.include_router(api_plans.router)
+    plans = api_plans.PlanContext(settings, audit, temporal, API_ACTOR, limit, depth)
+    app.dependency_overrides[api_plans.get_plan_context] = lambda: plans
+    app.dependency_overrides[api_plans.require_plan_key] = require_key
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -204,6 +210,14 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         """Each cycle's treatment, discount, suppression and holdout rates across groups, with
         the disparity ratio (lowest over highest) and whether it was flagged."""
         return await asyncio.to_thread(checks_of, engine, _campaign_id(campaign_id))
+
+    @app.get("/v1/campaigns/{campaign_id}/costs", dependencies=auth)
+    async def costs(campaign_id: str) -> CampaignCosts:
+        """Model tokens and cost per cycle, job, channel and model; 404 before any usage."""
+        found = await asyncio.to_thread(ledger.costs, _campaign_id(campaign_id))
+        if not found.lines:
+            raise ApiError(404, "campaign_id", "no model usage recorded for this campaign")
+        return found
 
     @app.get("/v1/approvals", dependencies=auth)
     async def approvals(

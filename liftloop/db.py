@@ -10,8 +10,10 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel, create_engine
 
-import tools.audit.tables  # (registers the audit log's tables)
-import tools.cdp.tables  # noqa: F401  (registers the CDP's own tables)
+import tools.audit.tables
+import tools.cdp.tables
+import tools.content.ledger
+import tools.content.releases  # noqa: F401  (registers the prompt evaluations)
 from liftloop import wal_checkpoint
 from liftloop.loop import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from liftloop.settings import get_settings

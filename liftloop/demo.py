@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from liftloop.loop.delivery_audit import DeliveryAudit, audit_deliveries
 from liftloop.loop.spec import CampaignSpec, parse_spec
 from liftloop.report import PooledLift, pool_lifts
 from liftloop.settings import Settings
+from tools.content.ledger import CampaignCosts, SqlCostLedger
 from tools.simulation.customers import generate_customers
 from workflows.campaign_loop import CampaignLoopOutput, CampaignLoopWorkflow, CampaignStatus
 
@@ -134,9 +135,18 @@ class DemoReport(BaseModel):
     lifts: dict[str, PooledLift]
     temporal_ui: str
     trace_id: str
+    generator: str = "template"
+    # What the copywriter's model calls cost (the ledger of `liftloop campaign costs`).
+    model_costs: CampaignCosts | None = None
 
 
-def demo_spec(campaign_id: str, batch: str, cycles: int, policy: str = "uniform") -> CampaignSpec:
+def demo_spec(
+    campaign_id: str,
+    batch: str,
+    cycles: int,
+    policy: str = "uniform",
+    generator: Literal["template", "copywriter"] = "template",
+) -> CampaignSpec:
     return parse_spec(
         {
             "id": campaign_id,
@@ -155,10 +165,13 @@ def demo_spec(campaign_id: str, batch: str, cycles: int, policy: str = "uniform"
             "limits": {"max_discount_pct": 15},
             "experiment": {"holdout_pct": 10, "policy": policy, "primary_metric": "conversion"},
             "content": {
-                "template": "offer_email",
+                "generator": generator,
+                # The copywriter writes from the prompt library's own e-mail template.
+                "template": "winback_email" if generator == "copywriter" else "offer_email",
                 "language": "en",
                 "market": "US",
                 "brand": "demo",
+                "brief": "a new season of outdoor gear, warm and without pressure",
             },
             "cadence": {"every": "0s", "max_cycles": cycles},
             "stop": {"ship_when": "never", "min_cycles": cycles},
@@ -175,6 +188,7 @@ async def run_demo(
     cycles: int,
     approve_all: bool,
     policy: str = "uniform",
+    generator: Literal["template", "copywriter"] = "template",
     ui_url: Callable[[str], str],
     on_status: Callable[[CampaignStatus], None] = lambda s: None,
     task_queue: str | None = None,
@@ -185,7 +199,7 @@ async def run_demo(
     audit = audit_log(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     batch = f"demo{stamp}"
-    spec = demo_spec(f"demo-{stamp}", batch, cycles, policy)
+    spec = demo_spec(f"demo-{stamp}", batch, cycles, policy, generator)
     if not settings.attribution_window_override_s:
         settings = settings.model_copy(update={"attribution_window_override_s": DEMO_WINDOW_S})
     with tracer.start_as_current_span(
@@ -223,6 +237,7 @@ async def run_demo(
         ui_url(started.workflow_id),
         trace_id,
         spec.experiment.primary_metric,
+        generator,
     )
 
 
@@ -244,6 +259,7 @@ def build_report(
     ui: str,
     trace_id: str,
     primary: str,
+    generator: str = "template",
 ) -> DemoReport:
     h = output.history
     lifts = {
@@ -277,4 +293,8 @@ def build_report(
         lifts=lifts,
         temporal_ui=ui,
         trace_id=trace_id,
+        generator=generator,
+        model_costs=SqlCostLedger(engine).costs(output.campaign_id)
+        if generator == "copywriter"
+        else None,
     )

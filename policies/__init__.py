@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from policies.campaign_limits import within_campaign_limits
 from policies.engine import (
-    UNAPPROVABLE_RULES,
     check_model_input,
     check_model_output,
     check_send,
@@ -13,7 +12,6 @@ from policies.engine import (
 )
 from policies.errors import PolicyError, PolicyLoadError, PolicyNotFoundError
 from policies.figures import StatedFigure, StatedLink, host_allowed, stated_figures, stated_links
-from policies.guarded import GuardedResult, ModelRequest, guarded_call
 from policies.injection import InjectionScore, score_injection
 from policies.models import (
     Decision,
@@ -28,20 +26,15 @@ from policies.models import (
     Verdict,
     combine,
 )
-from policies.pii import PiiRestoreError, PiiVault, find_pii, get_analyzer, redact, to_typed_slots
+from policies.pii import find_pii, get_analyzer
 from policies.policy import Policy, bundled_policies, load_policy, parse_policy
 from policies.store import PolicyStore
 
 __all__ = [
-    "UNAPPROVABLE_RULES",
     "Decision",
-    "GuardedResult",
     "InjectionScore",
     "ModelInput",
-    "ModelRequest",
     "OfferTerms",
-    "PiiRestoreError",
-    "PiiVault",
     "Policy",
     "PolicyError",
     "PolicyLoadError",
@@ -65,14 +58,11 @@ __all__ = [
     "combine",
     "find_pii",
     "get_analyzer",
-    "guarded_call",
     "host_allowed",
     "load_policy",
     "parse_policy",
-    "redact",
     "score_injection",
     "stated_figures",
     "stated_links",
-    "to_typed_slots",
     "within_campaign_limits",
 ]

@@ -38,16 +38,6 @@ from policies.policy import Policy
 tracer = trace.get_tracer("liftloop.policies")
 
 COPY_FIELDS = ("subject", "preheader", "body", "cta")
-# Copy that promises what the offer does not grant, or links off the brand's domains, is never
-# approvable: these reasons block even where other blocks are softened to an escalation.
-UNAPPROVABLE_RULES = frozenset(
-    {
-        "offer.discount_mismatch",
-        "offer.price_mismatch",
-        "links.domain_not_allowed",
-        "links.scheme_not_allowed",
-    }
-)
 _LINK_SCHEMES = ("", "http", "https")
 SLOT_REFERENCE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _Model = TypeVar("_Model", bound=BaseModel)

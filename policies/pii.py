@@ -11,13 +11,10 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-
-from policies.errors import PolicyError
 
 # tldextract (used by Presidio's URL/e-mail recognizers) would fetch the public suffix list;
 # an empty URL list makes it use the snapshot bundled with the package. Must precede the import.
@@ -55,10 +52,6 @@ DEFAULT_MIN_SCORE = 0.35
 
 _lock = threading.Lock()
 _analyzer: AnalyzerEngine | None = None
-
-
-class PiiRestoreError(PolicyError):
-    """A placeholder in model output has no typed slot to go into."""
 
 
 def nlp_configuration() -> dict[str, object]:
@@ -158,85 +151,3 @@ def find_pii(
         },
     )
     return findings
-
-
-@dataclass
-class PiiVault:
-    """Placeholder → (entity type, original value). Lives in memory only; never log or trace it."""
-
-    entries: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-    def placeholder_for(self, entity_type: str, value: str) -> str:
-        for placeholder, (kind, known) in self.entries.items():
-            if kind == entity_type and known == value:
-                return placeholder
-        count = sum(1 for kind, _ in self.entries.values() if kind == entity_type)
-        placeholder = f"[{entity_type}_{count + 1}]"
-        self.entries[placeholder] = (entity_type, value)
-        return placeholder
-
-    def __repr__(self) -> str:  # the values are personal data
-        return f"PiiVault({len(self.entries)} entries)"
-
-
-# Entity types that redaction replaces; places and dates of brand copy stay readable for the model.
-REDACTED_ENTITIES = (
-    "PERSON",
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "IBAN_CODE",
-    "CREDIT_CARD",
-    "US_SSN",
-    "IP_ADDRESS",
-    "STREET_ADDRESS",
-    "DE_TAX_ID",
-    "DE_TAX_NUMBER",
-)
-
-
-def redact(text: str, vault: PiiVault, *, min_score: float = DEFAULT_MIN_SCORE) -> tuple[str, int]:
-    """Replace personal data with placeholders recorded in ``vault``; returns (text, count).
-
-    Redaction errs towards removing too much: names are detected with the English model whatever
-    the language, because a word wrongly masked costs less than a name sent to a model.
-    """
-    with tracer.start_as_current_span("policies.redact") as span:
-        findings = find_pii(text, min_score=min_score, entities=REDACTED_ENTITIES)
-        parts: list[str] = []
-        cursor = 0
-        for f in findings:
-            parts += [
-                text[cursor : f.start],
-                vault.placeholder_for(f.entity_type, text[f.start : f.end]),
-            ]
-            cursor = f.end
-        parts.append(text[cursor:])
-        span.set_attribute("pii.redacted_count", len(findings))
-        span.set_attribute("pii.entity_types", sorted({f.entity_type for f in findings}))
-        return "".join(parts), len(findings)
-
-
-def to_typed_slots(
-    text: str, vault: PiiVault, slot_for: Mapping[str, str]
-) -> tuple[str, dict[str, str]]:
-    """Turn placeholders left in model output into typed slot references.
-
-    ``slot_for`` maps an entity type to a slot name (e.g. ``{"PERSON": "first_name"}``). Returns the
-    text with ``{slot}`` references and the slot values; a placeholder whose entity type has no slot
-    raises PiiRestoreError, because personal data never goes back into free text.
-    """
-    values: dict[str, str] = {}
-
-    def replace(match: re.Match[str]) -> str:
-        placeholder = match.group(0)
-        if placeholder not in vault.entries:
-            raise PiiRestoreError(f"output: unknown placeholder {placeholder}")
-        entity_type, value = vault.entries[placeholder]
-        slot = slot_for.get(entity_type)
-        if slot is None:
-            raise PiiRestoreError(f"output: no typed slot for {entity_type} ({placeholder})")
-        if values.setdefault(slot, value) != value:
-            raise PiiRestoreError(f"output: slot {slot} would receive two different values")
-        return "{" + slot + "}"
-
-    return re.sub(r"\[[A-Z_]+_\d+\]", replace, text), values

@@ -6,12 +6,16 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests import datasets
+
+if TYPE_CHECKING:  # imported lazily: only the tests that use the stub pay for pydantic-ai
+    from tests.openai_stub import OpenAIStub
 
 # Nothing may reach the network while tests run.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -30,3 +34,15 @@ def data_file() -> Callable[[str], Path]:
 
     A missing file is a FileNotFoundError, never a skip: the data sets travel with the project."""
     return datasets.data_file
+
+
+@pytest.fixture()
+def openai_stub() -> Iterator[OpenAIStub]:
+    """A started chat-completions server on 127.0.0.1 (tests/openai_stub.py); model requests
+    are allowed for this test only, since every other test must stay off the network."""
+    from pydantic_ai.models import override_allow_model_requests
+
+    from tests.openai_stub import OpenAIStub
+
+    with OpenAIStub() as stub, override_allow_model_requests(True):
+        yield stub

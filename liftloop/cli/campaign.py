@@ -198,6 +198,49 @@ def campaign_fairness(campaign_id: CampaignId, as_json: JsonOption = False) -> N
     )
 
 
+@app.command("costs")
+def campaign_costs(campaign_id: CampaignId, as_json: JsonOption = False) -> None:
+    """Model tokens and cost of a campaign per cycle, job (generate, plan, eval), channel and
+    model, from the ledger in the CDP database."""
+    from liftloop.db import engine_for
+    from tools.content.ledger import SqlCostLedger
+
+    costs = SqlCostLedger(engine_for(get_settings().cdp_url)).costs(campaign_id)
+    if not costs.lines:
+        output.fail("campaign_id", f"{campaign_id}: no model usage recorded", as_json=as_json)
+    rows = [
+        (
+            "" if line.cycle is None else line.cycle,
+            line.job,
+            line.channel,
+            line.model,
+            line.requests,
+            line.cached_responses,
+            f"{line.input_tokens}/{line.output_tokens}",
+            f"{line.cost_eur:.4f}",
+        )
+        for line in costs.lines
+    ]
+    total = f"total: {costs.requests} requests, {costs.input_tokens} input and"
+    total += f" {costs.output_tokens} output tokens, EUR {costs.cost_eur:.6f}"
+    output.emit(
+        costs.model_dump(mode="json"),
+        as_json=as_json,
+        human=output.table(
+            "cycle",
+            "job",
+            "channel",
+            "model",
+            "calls",
+            "cached",
+            "tokens in/out",
+            "EUR",
+            rows=rows,
+            title=total,
+        ),
+    )
+
+
 @app.command("report")
 def campaign_report(
     campaign_id: CampaignId,

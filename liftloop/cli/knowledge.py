@@ -1,12 +1,11 @@
-"""Knowledge and generation: `kb ingest|search|snapshot|verify`, `generate`, `prompts list|eval`,
-`plan`, `plan-decide`."""
+"""Knowledge and generation: `kb ingest|search|snapshot|verify`, `generate`, `prompts list|eval`.
+The planner's commands are in `liftloop/cli/plan.py`."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 import yaml
@@ -16,10 +15,6 @@ from liftloop.cli import output
 from liftloop.cli.output import JsonOption
 from liftloop.settings import get_settings
 
-if TYPE_CHECKING:
-    from agents.checkpoint import SQLiteFileSaver
-
-
 kb = typer.Typer(name="kb", help="Knowledge base: ingest documents, search, signed snapshots.")
 prompts = typer.Typer(name="prompts", help="Prompt templates and their eval sets.")
 app = typer.Typer()
@@ -28,7 +23,7 @@ app.add_typer(prompts)
 
 
 def register(root: typer.Typer) -> None:
-    """Add `kb`, `prompts`, `generate`, `plan` and `plan-decide` to `root`."""
+    """Add `kb`, `prompts` and `generate` to `root`."""
     root.add_typer(app)
 
 
@@ -146,9 +141,12 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate one guarded, cited content variant (no personal data involved)."""
+    from pydantic_ai.exceptions import ModelAPIError
+
     from agents.copywriter import generate_variant
     from liftloop.knowledge import copywriter
     from tools.content import ContentError, VariantRequest
+    from tools.content.llm import model_error_reason
     from tools.rag import KnowledgeError
 
     try:
@@ -167,6 +165,8 @@ def generate(
         output.fail(where, first["msg"], as_json=as_json)
     except (ContentError, KnowledgeError) as exc:
         output.fail_on(exc, as_json=as_json)
+    except ModelAPIError as exc:
+        output.fail("llm_model", model_error_reason(exc), as_json=as_json, code=output.FAILURE)
     human = (
         f"Subject: {variant.subject}\nPreheader: {variant.preheader}\n\n{variant.body}\n\n"
         f"[{variant.cta}]\n\ncitations: {', '.join(variant.citations)}"
@@ -177,15 +177,35 @@ def generate(
 
 @prompts.command("list")
 def prompts_list(as_json: JsonOption = False) -> None:
-    """Templates with their versions."""
+    """Templates with their versions, content digests and whether they are released for the
+    model that runs them."""
+    from liftloop.db import engine_for
+    from liftloop.knowledge import model_router
     from tools.content.prompts import default_library
+    from tools.content.releases import release_for
 
+    settings = get_settings()
+    engine, router = engine_for(settings.cdp_url), model_router(settings)
     library = default_library()
-    rows = [
-        {"id": t.id, "version": t.version, "channel": t.channel, "task": t.task}
-        for t in (library.get(i) for i in library.ids())
-    ]
-    human = "\n".join(f"{r['id']}  v{r['version']}  {r['channel']}  {r['task']}" for r in rows)
+    rows = []
+    for t in (library.get(i) for i in library.ids()):
+        model = router.name_for(t.task)
+        rows.append(
+            {
+                "id": t.id,
+                "version": t.version,
+                "channel": t.channel,
+                "task": t.task,
+                "digest": t.digest[:12],
+                "model": model,
+                "released": release_for(engine, t, model) is not None,
+            }
+        )
+    human = "\n".join(
+        f"{r['id']}  v{r['version']}  {r['channel']}  {r['task']}  {r['digest']}  {r['model']}"
+        f"  {'released' if r['released'] else 'unreleased'}"
+        for r in rows
+    )
     output.emit({"templates": rows}, as_json=as_json, human=human)
 
 
@@ -200,137 +220,111 @@ def prompts_eval(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run each template's eval set (policy, citations, length, required, banned)."""
-    import secrets
+    """Score each template's eval set (policy, required elements, citations, length, tone) and
+    record the result: a version passing its set is released for the model that ran it."""
 
-    from agents.copywriter import Copywriter
-    from liftloop.knowledge import KNOWLEDGE_SEED, model_router, open_knowledge
-    from liftloop.settings import get_settings
-    from tools.content.evals import load_eval_sets, run_eval_set
-    from tools.rag import KnowledgeBase
-    from tools.rag.embeddings import embedder_from_name
-    from tools.rag.index import EmbeddedIndex
+    from pydantic_ai.exceptions import ModelAPIError
 
-    sets = load_eval_sets()
+    from liftloop.db import engine_for
+    from liftloop.knowledge import copywriter, open_knowledge, sample_knowledge
+    from tools.content import ContentError
+    from tools.content.evals import EvalReport, load_eval_sets, run_eval_set
+    from tools.content.llm import model_error_reason
+    from tools.content.releases import record_evaluation
+
+    try:
+        sets = load_eval_sets()
+    except ContentError as exc:
+        output.fail_on(exc, as_json=as_json)
     if template is not None and template not in sets:
         have = ", ".join(sorted(sets))
         output.fail("template", f"no eval set for {template!r}; have {have}", as_json=as_json)
     settings = get_settings()
-    if data_kb:
-        knowledge = open_knowledge(get_settings())
-    else:
-        knowledge = KnowledgeBase(
-            EmbeddedIndex(),
-            embedder_from_name(settings.embedding_model),
-            # An in-memory base for this run only: its snapshots need no lasting key.
-            secrets.token_bytes(32),
-        )
-        knowledge.ingest([KNOWLEDGE_SEED])
-    copywriter = Copywriter(knowledge, router=model_router(settings))
+    knowledge = open_knowledge(settings) if data_kb else sample_knowledge(settings)
+    # The copywriter the loop uses: the same models, policies around each call and ledger.
+    writer = copywriter(settings, knowledge)
+    router = writer.router
     chosen = [sets[template]] if template else [sets[k] for k in sorted(sets)]
 
-    async def run_all() -> list[dict[str, Any]]:
-        return [(await run_eval_set(copywriter, s)).model_dump(mode="json") for s in chosen]
+    async def run_all() -> list[EvalReport]:
+        return [await run_eval_set(writer, s) for s in chosen]
 
-    reports = asyncio.run(run_all())
-    failed = sum(r["failed"] for r in reports)
-    lines = []
+    try:
+        reports = asyncio.run(run_all())
+    except ContentError as exc:
+        output.fail_on(exc, as_json=as_json)
+    except ModelAPIError as exc:
+        output.fail("llm_model", model_error_reason(exc), as_json=as_json, code=output.FAILURE)
+    engine = engine_for(settings.cdp_url)
+    results, lines = [], []
     for report in reports:
-        lines.append(f"{report['template']}: {report['passed']} passed, {report['failed']} failed")
+        prompt = writer.library.get(report.template)
+        row = record_evaluation(engine, prompt, router.name_for(prompt.task), report)
+        results.append(
+            {
+                **report.model_dump(mode="json"),
+                "version": row.version,
+                "digest": row.template_digest[:12],
+                "model": row.model,
+                "evaluation_id": row.id,
+            }
+        )
+        verdict = "released" if report.ok else "not released"
+        rates = ", ".join(f"{check} {rate:.0%}" for check, rate in report.rates.items())
+        lines.append(
+            f"{report.template} v{row.version} with {row.model}: {report.passed} passed, "
+            f"{report.failed} failed ({report.pass_rate:.0%}, {report.min_pass_rate:.0%} "
+            f"needed) - {verdict}\n  {rates}"
+        )
         lines += [
-            f"  FAIL {c['case_id']}: {'; '.join(c['failures'])}"
-            for c in report["cases"]
-            if not c["passed"]
+            f"  FAIL {c.case_id}: {'; '.join(c.failures)}" for c in report.cases if not c.passed
         ]
     output.emit(
-        {"passed": sum(r["passed"] for r in reports), "failed": failed, "templates": reports},
+        {
+            "passed": sum(r.passed for r in reports),
+            "failed": sum(r.failed for r in reports),
+            "ok": all(r.ok for r in reports),
+            "templates": results,
+        },
         as_json=as_json,
         human="\n".join(lines),
     )
-    if failed:
+    if not all(r.ok for r in reports):
         raise typer.Exit(output.FAILURE)
 
 
-@app.command("plan")
-def plan(
-    brief: str,
-    campaign_id: Annotated[str, typer.Option(help="id of the campaign to plan")] = "",
-    as_json: JsonOption = False,
-) -> None:
-    """Turn a brief into a campaign spec; stops where a human approves before the start."""
-    from agents.planner import PlannerTools, PlanningError, build_planner, start_plan
-    from liftloop.knowledge import open_knowledge
-    from tools.rag import SearchFilter
+@prompts.command("releases")
+def prompts_releases(as_json: JsonOption = False) -> None:
+    """Recorded evaluations: the latest per template version, digest and model, and whether it
+    is the template as it is now."""
+    from liftloop.db import engine_for
+    from tools.content.prompts import default_library
+    from tools.content.releases import latest_evaluations
 
-    knowledge = open_knowledge(get_settings())
-
-    def search(query: str, market: str | None, language: str) -> list[dict[str, Any]]:
-        if not knowledge.index.all_chunks():
-            return []
-        flt = SearchFilter(market=market, language=language)
-        return [
-            {"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score}
-            for h in knowledge.search(query, flt, k=3)
-        ]
-
-    words = re.findall(r"[a-z0-9]+", brief.lower())[:4]
-    campaign = campaign_id or "plan-" + "-".join(words)
-    saver = _planner_saver()
-    try:
-        graph = build_planner(PlannerTools(knowledge_search=search), saver)
-        result = start_plan(graph, brief, campaign)
-    except PlanningError as exc:
-        output.fail_on(exc, as_json=as_json)
-    finally:
-        saver.close()
-    human = yaml.safe_dump(result.spec, sort_keys=False, allow_unicode=True)
-    output.emit(
-        result.model_dump(mode="json"),
-        as_json=as_json,
-        human=f"{human}\nstatus: {result.status} (thread {result.thread_id})",
+    library = default_library()
+    current = {i: library.get(i).digest for i in library.ids()}
+    evaluations = latest_evaluations(engine_for(get_settings().cdp_url))
+    rows = [
+        {
+            "template": e.template_id,
+            "version": e.version,
+            "digest": e.template_digest[:12],
+            "model": e.model,
+            "passed": e.passed,
+            "current": current.get(e.template_id) == e.template_digest,
+            "pass_rate": e.pass_rate,
+            "rates": e.rates,
+            "cases_passed": e.cases_passed,
+            "cases_failed": e.cases_failed,
+            "evaluated_at": e.evaluated_at_utc.isoformat(),
+        }
+        for e in evaluations
+    ]
+    human = "\n".join(
+        f"{e.template_id}  v{e.version}  {e.template_digest[:12]}  {e.model}"
+        f"  {'passed' if e.passed else 'failed'}"
+        f"  {'current' if current.get(e.template_id) == e.template_digest else 'superseded'}"
+        f"  {e.evaluated_at_utc:%Y-%m-%dT%H:%M:%SZ}"
+        for e in evaluations
     )
-
-
-@app.command("plan-decide")
-def plan_decide(
-    thread_id: str,
-    approve: Annotated[bool, typer.Option("--approve/--reject")] = False,
-    approver: Annotated[str, typer.Option("--by", help="who decides")] = "",
-    comment: Annotated[str, typer.Option()] = "",
-    spec_out: Annotated[
-        Path | None,
-        typer.Option(help="write the approved spec here, for `liftloop campaign start`"),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Approve or reject a plan that waits at its approval step."""
-    from agents.planner import (
-        ApprovalDecision,
-        PlannerTools,
-        PlanningError,
-        build_planner,
-        resume_plan,
-    )
-
-    saver = _planner_saver()
-    decision = ApprovalDecision(approved=approve, approver=approver, comment=comment)
-    try:
-        result = resume_plan(build_planner(PlannerTools(), saver), thread_id, decision)
-    except PlanningError as exc:
-        output.fail_on(exc, as_json=as_json)
-    finally:
-        saver.close()
-    if spec_out is not None and result.status == "approved":
-        spec_out.write_text(
-            yaml.safe_dump(result.spec, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-    output.emit(
-        result.model_dump(mode="json"), as_json=as_json, human=f"{thread_id}: {result.status}"
-    )
-
-
-def _planner_saver() -> SQLiteFileSaver:
-    from agents.checkpoint import SQLiteFileSaver
-    from liftloop.settings import get_settings
-
-    return SQLiteFileSaver(Path(get_settings().data_dir) / "planner.sqlite")
+    output.emit({"releases": rows}, as_json=as_json, human=human)

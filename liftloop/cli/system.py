@@ -126,6 +126,13 @@ def demo(
             help="Decision policy: uniform, thompson or nba (next best action by expected margin)."
         ),
     ] = "uniform",
+    generator: Annotated[
+        Literal["template", "copywriter"],
+        typer.Option(
+            help="Copy from the built-in templates, or written by the copywriter agent with the"
+            " model of LIFTLOOP_LLM_MODEL (offline by default) over the brand knowledge."
+        ),
+    ] = "template",
     as_json: JsonOption = False,
 ) -> None:
     """Run a whole campaign loop on the embedded default and report lift against the truth."""
@@ -166,6 +173,7 @@ def demo(
             cycles=cycles,
             approve_all=approve_all,
             policy=policy,
+            generator=generator,
             on_status=on_status,
             ui_url=lambda wid: runtime.ui_url(settings, wid),
         )
@@ -197,6 +205,15 @@ def _demo_table(r: Any) -> Table:
                 f"lift on {metric}",
                 f"{lift.estimate:+.5f}  95% CI [{lift.ci_low:+.5f}, {lift.ci_high:+.5f}]"
                 f"  true {lift.true_lift:+.5f}",
+            )
+        )
+    if r.model_costs is not None:
+        c = r.model_costs
+        rows.append(
+            (
+                "model calls",
+                f"{c.requests} requests, {c.input_tokens} + {c.output_tokens} tokens,"
+                f" EUR {c.cost_eur:.6f}",
             )
         )
     rows += [("Temporal UI", r.temporal_ui), ("trace id", r.trace_id)]

@@ -7,15 +7,21 @@ import asyncio
 import re
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
+from temporalio.exceptions import ApplicationError
 
 from liftloop.loop.builtin_templates import render_variant
+from liftloop.loop.prompt_releases import PromptReleases
 from liftloop.loop.spec import CampaignSpec, Offer
+from tools.content.errors import ContentError
 from tools.rag.errors import KnowledgeError
 
 if TYPE_CHECKING:  # the knowledge stack loads only when a campaign asks for the copywriter
+    from pydantic_ai.exceptions import ModelHTTPError
+
     from agents.copywriter import Copywriter
 
 # The copywriter's template per channel; the campaign's template wins for e-mail.
@@ -38,9 +44,14 @@ class ArmCopy(BaseModel):
     # The signed manifest's signature: an auditor checks the snapshot with `kb verify`.
     snapshot_signature: str | None = None
     citations: tuple[str, ...] = ()
+    # Set when no acceptable copy could be written (the prompt refused, the drafts still blocked
+    # after their revisions, the prompt version not released): the guard stage blocks it.
+    blocked: tuple[tuple[str, str], ...] = ()
 
 
-def builtin_copy(spec: CampaignSpec, offer: Offer, channel: str, arm: str) -> ArmCopy:
+def builtin_copy(
+    spec: CampaignSpec, offer: Offer, channel: str, arm: str, cycle: int = 0
+) -> ArmCopy:
     template, subject, body = render_variant(
         spec.content.template, spec.content.language, offer.discount_pct
     )
@@ -57,8 +68,9 @@ class CopywriterSource:
     restart, and each variant records the snapshot id it was written from.
     """
 
-    def __init__(self, build: Callable[[], Copywriter]):
+    def __init__(self, build: Callable[[], Copywriter], releases: PromptReleases):
         self._build = build
+        self._releases = releases
         self._lock = threading.Lock()
         self._copywriter: Copywriter | None = None
 
@@ -68,7 +80,11 @@ class CopywriterSource:
                 self._copywriter = self._build()
             return self._copywriter
 
-    def __call__(self, spec: CampaignSpec, offer: Offer, channel: str, arm: str) -> ArmCopy:
+    def __call__(
+        self, spec: CampaignSpec, offer: Offer, channel: str, arm: str, cycle: int = 0
+    ) -> ArmCopy:
+        from pydantic_ai.exceptions import ModelHTTPError
+
         from tools.content.models import VariantRequest
 
         copywriter = self._get()
@@ -90,12 +106,30 @@ class CopywriterSource:
             ),
             discount_pct=offer.discount_pct,
             offer_end=_OFFER_END.get(spec.content.language, _OFFER_END["en"]),
+            cycle=cycle,
         )
+        refused = self._releases.refusal(copywriter, template_id, spec.id)
+        if refused:
+            template = copywriter.library.get(template_id)
+            return ArmCopy(
+                subject="",
+                body="",
+                template_id=template.id,
+                template_version=template.version,
+                model=copywriter.router.name_for(template.task),
+                blocked=refused,
+            )
         # Activities run in worker threads, which have no event loop of their own.
-        variant = asyncio.run(copywriter.generate(request))
-        body = _DOUBLE_BRACE.sub(r"{\1}", variant.body)
-        if channel == "email":
-            body = with_compliance_footer(body, spec.content.market, spec.content.language)
+        try:
+            variant = asyncio.run(copywriter.generate(request))
+        except ModelHTTPError as exc:
+            raise _model_failure(exc) from exc
+        body = finish_email_body(
+            _DOUBLE_BRACE.sub(r"{\1}", variant.body),
+            channel,
+            spec.content.market,
+            spec.content.language,
+        )
         return ArmCopy(
             subject=_DOUBLE_BRACE.sub(r"{\1}", variant.subject),
             body=body,
@@ -105,7 +139,25 @@ class CopywriterSource:
             snapshot_id=variant.snapshot_id,
             snapshot_signature=_signature(copywriter, variant.snapshot_id),
             citations=tuple(variant.citations),
+            blocked=tuple((r.rule_id, r.message) for r in variant.guard.reasons)
+            if variant.escalated
+            else (),
         )
+
+
+def _model_failure(exc: ModelHTTPError) -> Exception:
+    """Busy or failing servers are retried by Temporal, no sooner than their Retry-After; a
+    refusal (a wrong key, an unknown model) fails the campaign with the reason."""
+    status = exc.status_code
+    if status in (408, 409, 429) or status >= 500:
+        delay = min(exc.retry_after, 600.0) if exc.retry_after else None
+        return ApplicationError(
+            f"llm_model: the model server answered {status}",
+            type="ModelUnavailable",
+            next_retry_delay=timedelta(seconds=delay) if delay else None,
+        )
+    code = f", {exc.provider_error_code}" if exc.provider_error_code else ""
+    return ContentError("llm_model", f"the model server refused the request ({status}{code})")
 
 
 def _signature(copywriter: Copywriter, snapshot_id: str | None) -> str | None:
@@ -117,7 +169,12 @@ def _signature(copywriter: Copywriter, snapshot_id: str | None) -> str | None:
         return None
 
 
-CopySource = Callable[[CampaignSpec, Offer, str, str], ArmCopy]
+CopySource = Callable[[CampaignSpec, Offer, str, str, int], ArmCopy]
+
+
+def finish_email_body(body: str, channel: str, market: str, language: str) -> str:
+    """The body as the send stage holds it: e-mail carries the compliance footer."""
+    return with_compliance_footer(body, market, language) if channel == "email" else body
 
 
 def with_compliance_footer(body: str, market: str, language: str) -> str:

@@ -56,11 +56,7 @@ class GuardStage:
             # A disparity flagged in the last measured cycle sends every variant to a human.
             unfair = escalation_reasons(flagged_before(conn, ref), policy.version)
             for vid in inp.variant_ids:
-                variant = conn.execute(
-                    select(Variant.arm, Variant.channel, Variant.subject, Variant.body).where(
-                        col(Variant.id) == vid
-                    )
-                ).one()
+                variant = conn.execute(select(Variant).where(col(Variant.id) == vid)).one()
                 offer = offers[variant.arm]
                 # The brand policy's verdict (its span, policies.check_variant, says this one),
                 # then the campaign's limits: the stage's verdict is the second.
@@ -92,6 +88,12 @@ class GuardStage:
                 ]
                 if unfair and decision != "block":
                     decision, reasons = "escalate", reasons + unfair
+                # Copy the copywriter could not make acceptable is never sent, whatever else.
+                if variant.generation_reasons:
+                    decision = "block"
+                    reasons = reasons + _generation_reasons(
+                        variant.generation_reasons, policy.version
+                    )
                 rule_ids = sorted({r.rule_id for r in reasons})
                 span.add_event(
                     "guard.verdict",
@@ -151,3 +153,16 @@ class GuardStage:
                 "liftloop.rule_ids", sorted({r.rule_id for v in verdicts for r in v.reasons})
             )
             return GuardResult(verdicts=verdicts)
+
+
+def _generation_reasons(found: list[dict[str, str]], policy_version: str) -> list[GuardReason]:
+    return [
+        GuardReason(
+            rule_id=f"generation.{r['rule_id']}",
+            policy_version=policy_version,
+            field="copy",
+            severity="block",
+            explanation=r["message"],
+        )
+        for r in found
+    ]

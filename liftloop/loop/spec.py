@@ -178,6 +178,10 @@ class Content(_Model):
     market: str = Field(default="US", pattern=r"^[A-Z]{2}$")
     brand: str = Field(default="default", max_length=200)
     brief: str = Field(default="", max_length=20_000)
+    # What the copywriter's model calls may cost this campaign in all (EUR, the ledger's
+    # prices). Once spent, no new copy is generated: each arm keeps its last copy (the built-in
+    # template where it has none) and the campaign goes on. None: no limit.
+    model_budget_eur: float | None = Field(default=None, ge=0, le=1e9)
 
 
 class Cadence(_Model):

@@ -70,6 +70,11 @@ class Variant(SQLModel, table=True):
     snapshot_id: str | None = None
     snapshot_signature: str | None = None
     citations: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Why the copywriter could not write acceptable copy (rule id and message per reason): the
+    # guard stage blocks such a variant with these reasons.
+    generation_reasons: list[dict[str, str]] | None = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=True)
+    )
     verdict: str = "pending"
     # The version (declared version + content hash) of the policy that gave the verdict.
     policy_version: str | None = None

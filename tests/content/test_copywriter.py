@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,13 @@ from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from agents.copywriter import Copywriter, copywriter_agent, generate_variant
+from liftloop.db import make_engine
 from tests.content.conftest import SAMPLE_KNOWLEDGE
 from tools.content import GuardResult, VariantRequest
 from tools.content.errors import ContentError
 from tools.content.guard import GuardContext, builtin_guard
-from tools.content.llm import CostLedger, ModelRouter, ResponseCache, build_model
+from tools.content.ledger import SqlCostLedger
+from tools.content.llm import ModelConnection, ModelRouter, ResponseCache, build_model
 from tools.content.models import CopyDraft, GuardReason
 from tools.content.offline_model import compose_copy, offline_model
 from tools.rag.embeddings import Embedder
@@ -61,24 +62,31 @@ def test_generation_is_deterministic_and_arms_differ(content_kb: KnowledgeBase) 
     assert len(other_arms) > 1
 
 
-def test_cache_and_cost_ledger(content_kb: KnowledgeBase) -> None:
-    ledger = CostLedger()
+def test_cache_and_cost_ledger(content_kb: KnowledgeBase, tmp_path: Path) -> None:
+    ledger = SqlCostLedger(make_engine(f"sqlite:///{tmp_path / 'cdp.sqlite'}"))
     router = ModelRouter(prices={"offline-composer": (1000.0, 2000.0)})
     writer = Copywriter(content_kb, router=router, cache=ResponseCache(), ledger=ledger)
-    fresh = generate_variant(DE_REQUEST, writer)
-    cached = generate_variant(DE_REQUEST, writer)
+    request = DE_REQUEST.model_copy(update={"cycle": 3})
+    fresh = generate_variant(request, writer)
+    cached = generate_variant(request, writer)
     push = generate_variant(
-        DE_REQUEST.model_copy(update={"channel": "push", "template_id": "promo_push"}), writer
+        request.model_copy(update={"channel": "push", "template_id": "promo_push"}), writer
     )
     assert not fresh.usage.cached and cached.usage.cached
     assert cached.usage.input_tokens == 0 and cached.body == fresh.body
     expected_cost = (fresh.usage.input_tokens * 1000 + fresh.usage.output_tokens * 2000) / 1e6
     assert fresh.usage.cost_eur == pytest.approx(expected_cost)
-    by_channel = ledger.totals("channel")
+    costs = ledger.costs("winback-de")
+    by_channel = {line.channel: line for line in costs.lines}
     assert by_channel["email"].input_tokens == fresh.usage.input_tokens
+    assert by_channel["email"].cached_responses == 1 and by_channel["email"].requests == 1
     assert by_channel["push"].input_tokens == push.usage.input_tokens
-    assert ledger.totals("campaign_id")["winback-de"].requests == 2
-    assert set(ledger.totals("job_id")) == {"winback-de:ten_off:email", "winback-de:ten_off:push"}
+    assert {(line.cycle, line.job) for line in costs.lines} == {(3, "generate")}
+    assert costs.requests == 2
+    assert ledger.spent_eur("winback-de") == pytest.approx(
+        fresh.usage.cost_eur + push.usage.cost_eur
+    )
+    assert ledger.costs("another").lines == ()
 
 
 def test_guard_rejection_leads_to_a_shorter_revision(content_kb: KnowledgeBase) -> None:
@@ -108,10 +116,13 @@ def test_escalates_after_max_revisions(content_kb: KnowledgeBase) -> None:
     variant = generate_variant(DE_REQUEST, writer)
     assert variant.escalated and variant.attempts == 3
     assert variant.guard.reasons[0].rule_id == "discount.above_limit"
-    assert not generate_variant(DE_REQUEST, writer).usage.cached
+    # The refusal is remembered too: a retried activity does not pay for it again, and the
+    # cached draft is judged afresh (still blocked).
+    again = generate_variant(DE_REQUEST, writer)
+    assert again.usage.cached and again.usage.requests == 0 and again.escalated
 
 
-def test_injected_text_reaches_the_model_only_quoted(content_kb: KnowledgeBase) -> None:
+def test_injected_text_never_reaches_the_model(content_kb: KnowledgeBase) -> None:
     prompts: list[str] = []
 
     def spy(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -124,11 +135,10 @@ def test_injected_text_reaches_the_model_only_quoted(content_kb: KnowledgeBase) 
     )
     variant = generate_variant(request, Copywriter(content_kb, router=router))
     prompt = "\n".join(prompts)
-    assert "Ignore all previous instructions" in prompt
-    for match in re.finditer("Ignore all previous instructions", prompt):
-        opened = prompt.rfind("<<<QUOTED SOURCE TEXT", 0, match.start())
-        closed = prompt.rfind(">>>", 0, match.start())
-        assert opened > closed
+    # The supplier note is retrieved for this brief, but a chunk scored as an injection is
+    # dropped before the prompt is assembled.
+    assert prompts and "Ignore all previous instructions" not in prompt
+    assert "supplier-note" not in prompt
     assert "90 %" not in variant.body and "supplier-note" not in variant.citations
 
 
@@ -140,18 +150,19 @@ def test_subject_lines_route_to_the_small_model(content_kb: KnowledgeBase) -> No
     assert router.name_for("long_copy") == "offline-composer"
 
 
-def test_openai_compatible_model_replaces_the_offline_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_openai_compatible_model_replaces_the_offline_one() -> None:
     from pydantic_ai.models.openai import OpenAIChatModel
 
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    model = build_model("openai:gpt-4o-mini")
+    connection = ModelConnection(base_url="http://127.0.0.1:9/v1", api_key="sk-test")
+    model = build_model("openai:gpt-4o-mini", connection)
     assert isinstance(model, OpenAIChatModel) and model.model_name == "gpt-4o-mini"
     # ALLOW_MODEL_REQUESTS is off in tests: the same agent refuses to call a real endpoint.
     with pytest.raises(RuntimeError, match="ALLOW_MODEL_REQUESTS"):
         copywriter_agent().run_sync("hello", model=model)
+    with pytest.raises(ContentError, match=r"^llm_model:.*LIFTLOOP_LLM_API_KEY"):
+        ModelRouter("openai:gpt-4o-mini")
+    with pytest.raises(ContentError, match=r"^llm_model:.*'offline' or 'openai:"):
+        ModelRouter("gpt-4o-mini", connection=connection)
 
 
 def test_bad_requests_name_the_field(content_kb: KnowledgeBase) -> None:

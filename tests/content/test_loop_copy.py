@@ -17,17 +17,22 @@ from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
 from liftloop.db import make_engine
-from liftloop.knowledge import loop_copywriter, open_knowledge
+from liftloop.knowledge import evaluation_copywriter, loop_copywriter, open_knowledge
 from liftloop.loop.copy_sources import CopywriterSource
 from liftloop.loop.generate import GenerateStage
 from liftloop.loop.guard import GuardStage
 from liftloop.loop.payloads import CycleRef, GuardInput, VariantVerdict
+from liftloop.loop.prompt_releases import PromptReleases
 from liftloop.loop.spec import parse_spec
 from liftloop.loop.tables import Variant
 from liftloop.settings import Settings
 from policies import PolicyStore
 from tests.audit_support import audit_for
 from tests.content.conftest import SAMPLE_KNOWLEDGE
+from tools.content.evals import load_eval_sets
+from tools.content.ledger import SqlCostLedger
+from tools.content.prompts import default_library
+from tools.content.releases import release_for
 
 # A brand block that reads like ordinary copy (no injection trigger words), re-ingested over
 # the approved one: a discount the offer does not give and a link off the brand's domains.
@@ -103,10 +108,18 @@ def _brand_blocks(tmp_path: Path, offer_text: str) -> Path:
 class Loop:
     """One worker's generate and guard stages, as `liftloop.temporal.build_worker` wires them."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, releases: PromptReleases | None = None
+    ) -> None:
         self.engine = engine
         self.generate = GenerateStage(
-            engine, CopywriterSource(lambda: loop_copywriter(settings)), audit_for(engine)
+            engine,
+            CopywriterSource(
+                lambda: loop_copywriter(settings),
+                releases or PromptReleases(engine, lambda: evaluation_copywriter(settings)),
+            ),
+            audit_for(engine),
+            SqlCostLedger(engine),
         )
         self.guard = GuardStage(engine, PolicyStore.bundled(), audit_for(engine))
         self.env = ActivityEnvironment()
@@ -191,3 +204,27 @@ def test_copywriter_sms_variant_passes_the_guard(
     link = settings.landing_url.replace("{message_id}", "0" * 36)
     sent = sms_length(variant.body.replace("{cta_url}", link))
     assert sent.encoding == "gsm-7" and sent.units <= 160
+
+
+def test_a_prompt_version_that_fails_its_evaluation_writes_nothing(
+    settings: Settings, engine: Engine
+) -> None:
+    sets = load_eval_sets()
+    case = sets["winback_email"].cases[0]
+    impossible = case.model_copy(
+        update={"checks": case.checks.model_copy(update={"required": ("ZZZ-never-written",)})}
+    )
+    failing = sets["winback_email"].model_copy(update={"cases": (impossible,)})
+    loop = Loop(
+        settings,
+        engine,
+        PromptReleases(engine, lambda: evaluation_copywriter(settings), {"winback_email": failing}),
+    )
+    (variant,), (verdict,) = loop.cycle(_spec(["email"]), 1)
+    assert verdict.decision == "block" and variant.body == ""
+    assert "generation.prompt.unreleased" in {r.rule_id for r in verdict.reasons}
+    # The evaluation was recorded (a failure), and booked to the campaign as job `eval`.
+    template = default_library().get("winback_email")
+    assert release_for(engine, template, "offline-composer") is None
+    costs = SqlCostLedger(engine).costs("kb-hardening")
+    assert {line.job for line in costs.lines} == {"eval"}

@@ -15,15 +15,12 @@ from hypothesis import strategies as st
 from liftloop.loop.builtin_templates import render_variant, slot_names
 from policies import (
     Decision,
-    ModelInput,
-    ModelRequest,
     OfferTerms,
     Policy,
     PolicyLoadError,
     VariantProposal,
     check_model_output,
     check_variant,
-    guarded_call,
     parse_policy,
     stated_figures,
     stated_links,
@@ -238,23 +235,6 @@ def test_bundled_templates_and_knowledge_raise_no_false_positives(
 def test_model_output_with_a_foreign_link_stays_blocked(us_policy: Policy) -> None:
     verdict = check_model_output({"subject": "Hi", "body": f"Shop {ATTACK}"}, us_policy)
     assert "links.domain_not_allowed" in verdict.rule_ids
-
-
-async def test_a_revision_does_not_soften_a_foreign_link_into_an_approval(
-    us_policy: Policy,
-) -> None:
-    calls: list[ModelRequest] = []
-
-    def stubborn(request: ModelRequest) -> dict[str, str]:
-        calls.append(request)
-        return {"subject": "New season", "body": "See https://evil.example/deal now."}
-
-    result = await guarded_call(stubborn, ModelInput(prompt="autumn"), us_policy)
-    assert len(calls) == 2 and "guard.revision_exhausted" in result.verdict.rule_ids
-    # Other blocks become an escalation for a person; a foreign link keeps blocking.
-    assert result.verdict.decision is Decision.BLOCK
-    link = next(r for r in result.verdict.reasons if r.rule_id == "links.domain_not_allowed")
-    assert link.severity == "block"
 
 
 def test_allow_list_entries_must_be_plain_domains(policy_text: str) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies import PiiRestoreError, PiiVault, find_pii, redact, to_typed_slots
+from policies import find_pii
 from policies.recognizers import steuer_id_is_valid
 
 
@@ -43,29 +43,3 @@ def test_german_text_gets_no_english_ner_noise() -> None:
     # The English NER model reads German nouns as names; for German only patterns report.
     assert entities("Ihre Bestellung ist unterwegs. Tel. und Fax siehe Impressum.") == {}
     assert "PERSON" in entities("Please call John Smith tomorrow.", language="en").values()
-
-
-def test_redaction_and_restore_into_typed_slots() -> None:
-    vault = PiiVault()
-    text, count = redact("Write to Anna Schmidt (anna@example.de) about the autumn sale.", vault)
-    assert count == 2
-    assert "Anna" not in text and "anna@" not in text
-    assert "[PERSON_1]" in text and "[EMAIL_ADDRESS_1]" in text
-    assert "Anna" not in repr(vault)
-    restored, values = to_typed_slots(
-        "Hi [PERSON_1], autumn is here.", vault, {"PERSON": "first_name"}
-    )
-    assert restored == "Hi {first_name}, autumn is here."
-    assert values == {"first_name": "Anna Schmidt"}
-    with pytest.raises(PiiRestoreError, match="no typed slot for EMAIL_ADDRESS"):
-        to_typed_slots("Mail [EMAIL_ADDRESS_1]", vault, {"PERSON": "first_name"})
-    with pytest.raises(PiiRestoreError, match="unknown placeholder"):
-        to_typed_slots("Hi [PERSON_7]", vault, {"PERSON": "first_name"})
-
-
-def test_same_value_gets_the_same_placeholder() -> None:
-    vault = PiiVault()
-    first, _ = redact("Call +49 30 1234567 today.", vault)
-    second, _ = redact("Again: +49 30 1234567.", vault)
-    assert "[PHONE_NUMBER_1]" in first and "[PHONE_NUMBER_1]" in second
-    assert len(vault.entries) == 1

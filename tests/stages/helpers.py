@@ -30,6 +30,7 @@ from liftloop.loop.tables import AudienceMember, DecisionRecord, OutboxMessage
 from policies import PolicyStore
 from tests.audit_support import audit_for
 from tools.cdp.tables import Consent, Profile
+from tools.content.ledger import SqlCostLedger
 from tools.models.registry import ModelRegistry
 
 # The seeded customers the campaigns target, and a batch that no campaign's segment matches.
@@ -160,7 +161,9 @@ def run_decide(
 
 
 def run_generate(env: ActivityEnvironment, engine: Engine, ref: CycleRef) -> GenerateResult:
-    return env.run(GenerateStage(engine, builtin_copy, audit_for(engine)).generate, ref)
+    return env.run(
+        GenerateStage(engine, builtin_copy, audit_for(engine), SqlCostLedger(engine)).generate, ref
+    )
 
 
 def send_stage(engine: Engine, senders: dict[str, Any]) -> SendStage:

@@ -11,11 +11,15 @@ from sqlmodel import col
 from liftloop.loop.builtin_templates import render_variant, slot_names
 from liftloop.loop.copy_sources import ArmCopy
 from liftloop.loop.generate import GenerateStage
-from liftloop.loop.payloads import CycleRef
+from liftloop.loop.guard import GuardStage
+from liftloop.loop.payloads import CycleRef, GuardInput
 from liftloop.loop.stage_kit import variant_id
 from liftloop.loop.tables import Variant
+from policies import PolicyStore
 from tests.audit_support import audit_for
 from tests.stages.helpers import CycleRefBuilder, all_rows, profiles, run_generate
+from tools.audit.tables import AuditRecord
+from tools.content.ledger import SqlCostLedger, UsageEntry
 
 
 def _variants(engine, ref: CycleRef) -> dict[str, Variant]:  # type: ignore[no-untyped-def]
@@ -98,7 +102,7 @@ def test_copywriter_generator_stores_what_the_copy_source_wrote(
 ) -> None:
     calls: list[tuple[str, str, str]] = []
 
-    def copywriter(spec, offer, channel, arm):  # type: ignore[no-untyped-def]
+    def copywriter(spec, offer, channel, arm, cycle):  # type: ignore[no-untyped-def]
         calls.append((offer.id, channel, arm))
         return ArmCopy(
             subject=f"{{first_name}}: {arm}",
@@ -111,7 +115,9 @@ def test_copywriter_generator_stores_what_the_copy_source_wrote(
         )
 
     ref = cycle_ref(content={"generator": "copywriter", "market": "US", "brand": "demo"})
-    result = env.run(GenerateStage(engine, copywriter, audit_for(engine)).generate, ref)
+    result = env.run(
+        GenerateStage(engine, copywriter, audit_for(engine), SqlCostLedger(engine)).generate, ref
+    )
     assert calls == [(o.id, c, a) for a, o, c in ref.spec.arms]
     stored = _variants(engine, ref)
     for vid in result.variant_ids:
@@ -123,3 +129,61 @@ def test_copywriter_generator_stores_what_the_copy_source_wrote(
             "test-model",
         )
         assert (v.snapshot_id, v.citations) == ("snap-1", ["doc-1#2"])
+
+
+def _model_copy(arm: str, cycle: int) -> ArmCopy:
+    return ArmCopy(
+        subject=f"Cycle {cycle}: {arm}",
+        body="Hello {first_name}\n{sender_address}\n{unsubscribe_url}",
+        template_id="winback_email",
+        template_version="v-test",
+        model="gpt-test",
+    )
+
+
+def test_a_spent_model_budget_stops_new_copy_not_the_campaign(
+    env, engine, cycle_ref: CycleRefBuilder
+) -> None:
+    calls: list[int] = []
+    ledger = SqlCostLedger(engine)
+
+    def copywriter(spec, offer, channel, arm, cycle):  # type: ignore[no-untyped-def]
+        calls.append(cycle)
+        # Each variant costs 0.4 EUR: the second arm of the first cycle crosses the budget.
+        ledger.record(UsageEntry(campaign_id=spec.id, cycle=cycle, model="gpt-test", cost_eur=0.4))
+        return _model_copy(arm, cycle)
+
+    content = {"generator": "copywriter", "market": "US", "model_budget_eur": 0.5}
+    stage = GenerateStage(engine, copywriter, audit_for(engine), ledger)
+    first = env.run(stage.generate, cycle_ref(content=content, cycle=1))
+    arms = [arm for arm, _, _ in cycle_ref(content=content).spec.arms]
+    assert calls == [1, 1] and len(arms) > 2
+    stored = _variants(engine, cycle_ref(content=content))
+    subjects = [stored[v].subject for v in first.variant_ids]
+    # Arms past the budget in the first cycle have no copy of their own yet: built-in template.
+    assert subjects[:2] == [f"Cycle 1: {a}" for a in arms[:2]]
+    assert all(not s.startswith("Cycle") for s in subjects[2:])
+    second = env.run(stage.generate, cycle_ref(content=content, cycle=2))
+    assert calls == [1, 1], "no model call once the budget is spent"
+    stored = _variants(engine, cycle_ref(content=content))
+    assert [stored[v].subject for v in second.variant_ids][:2] == subjects[:2]
+    spent = all_rows(engine, AuditRecord, col(AuditRecord.kind) == "model.budget_spent")
+    assert len(spent) == 1 and '"budget_eur":0.5' in spent[0].body.replace(" ", "")
+
+
+def test_copy_the_copywriter_could_not_make_acceptable_is_blocked(
+    env, engine, cycle_ref: CycleRefBuilder
+) -> None:
+    def copywriter(spec, offer, channel, arm, cycle):  # type: ignore[no-untyped-def]
+        blocked = (("claim.health_promise", "still promises a cure after 2 revisions"),)
+        return _model_copy(arm, cycle).model_copy(update={"blocked": blocked})
+
+    ref = cycle_ref(content={"generator": "copywriter", "market": "US"})
+    stage = GenerateStage(engine, copywriter, audit_for(engine), SqlCostLedger(engine))
+    ids = env.run(stage.generate, ref).variant_ids
+    guard = GuardStage(engine, PolicyStore.bundled(), audit_for(engine))
+    verdicts = env.run(guard.guard, GuardInput(ref=ref, variant_ids=ids)).verdicts
+    assert {v.decision for v in verdicts} == {"block"}
+    assert all(
+        "generation.claim.health_promise" in {r.rule_id for r in v.reasons} for v in verdicts
+    )

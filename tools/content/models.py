@@ -75,7 +75,9 @@ class VariantRequest(BaseModel):
     discount_pct: float = Field(default=0.0, ge=0, le=100)
     offer_end: str = ""
     product_focus: str = ""
-    job_id: str = ""
+    # Where the usage is booked in the ledger: the campaign's cycle and what the call was for.
+    cycle: int | None = Field(default=None, ge=0)
+    job: Literal["generate", "eval"] = "generate"
     groups: tuple[str, ...] = ("public",)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -67,6 +69,15 @@ class PromptTemplate(BaseModel):
     retrieval: tuple[RetrievalStep, ...] = ()
     instructions: str
     prompt: str
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the validated content as canonical JSON: YAML comments and layout do not
+        count, but any edit does, so a prompt changed without a new version is not released."""
+        canonical = json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def render(self, text: str, values: dict[str, str], *, check_required: bool = True) -> str:
         """Fill `{variable}`s; every variable used must be declared and given or defaulted."""
