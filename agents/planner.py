@@ -554,14 +554,6 @@ def start_plan(
     return _run(planner, thread, None, "continue")
 
 
-def continue_plan(planner: Planner, thread_id: str) -> PlanResult:
-    """Go on with a plan that stopped part-way, from its last completed step."""
-    current = plan_status(planner, thread_id)
-    if current.status != "running":
-        return current
-    return _run(planner, thread_id, None, "continue")
-
-
 def plan_status(planner: Planner, thread_id: str) -> PlanResult:
     return _result(planner, thread_id)
 

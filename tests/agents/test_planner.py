@@ -29,7 +29,6 @@ from agents.planner import (
     PlanningError,
     PlanNotFound,
     build_planner,
-    continue_plan,
     plan_status,
     resume_plan,
     start_plan,
@@ -287,7 +286,8 @@ def test_a_crash_resumes_from_the_checkpoint(tmp_path: Path) -> None:
     assert len(requests) == 3
 
     second = build_planner(tools, counting, SQLiteFileSaver(tmp_path / "planner.sqlite"))
-    plan = continue_plan(second, "plan-crash")
+    # The same brief again (as `liftloop plan` or the API would send it) goes on from the crash.
+    plan = start_plan(second, BRIEF, "crash")
     assert plan.status == "awaiting_approval"
     assert calls == {
         "segment_count": 1,

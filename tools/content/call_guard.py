@@ -10,6 +10,7 @@ the send stage will see it, so the copywriter rewrites a draft the guard stage w
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,7 @@ from policies import (
     VariantProposal,
     check_model_input,
     check_variant,
+    score_injection,
 )
 from tools.content.guard import sms_body
 from tools.content.models import CopyDraft, GuardReason, VariantRequest
@@ -35,6 +37,10 @@ _REDACTED = "[REDACTED]"
 # An e-mail address by its shape, whatever its domain: Presidio's recognizer also wants a known
 # top-level domain, and a customer's address in a test or a private domain has none.
 _EMAIL_SHAPE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Personal-data spans per (policy version, prompt line), as found; bounded.
+_SPANS: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {}
+_SPANS_KEPT = 2048
+_SPANS_LOCK = threading.Lock()
 
 
 class PromptCheck(BaseModel):
@@ -73,34 +79,63 @@ def _cut(text: str, spans: list[tuple[int, int]]) -> str:
     return text
 
 
+def _personal_spans(line: str, policy: Policy) -> tuple[tuple[int, int], ...]:
+    """Where in one line of a prompt personal data stands, by the policy's rules (Presidio)
+    and by the shapes of e-mail addresses and international phone numbers."""
+    key = (policy.version, line)
+    with _SPANS_LOCK:
+        if key in _SPANS:
+            return _SPANS[key]
+    verdict = check_model_input(ModelInput(prompt=line), policy)
+    spans = [r.span for r in verdict.reasons if r.rule_id == "pii.unredacted" and r.span]
+    spans += [m.span() for m in _EMAIL_SHAPE.finditer(line)]
+    # Numbers with a leading +: without a region nothing else parses, so catalogue figures
+    # and dates in the knowledge are left alone.
+    spans += [
+        (m.start, m.end)
+        for m in phonenumbers.PhoneNumberMatcher(line, None, leniency=Leniency.POSSIBLE)
+    ]
+    found = tuple(sorted(spans))
+    with _SPANS_LOCK:
+        if len(_SPANS) >= _SPANS_KEPT:
+            _SPANS.clear()
+        _SPANS[key] = found
+    return found
+
+
 def screen_prompt(prompt: str, policy: Policy) -> PromptCheck:
     """What of `prompt` may reach a model under `policy`: its personal data cut out, or
-    nothing at all when the prompt itself carries an injection."""
-    verdict = check_model_input(ModelInput(prompt=prompt), policy)
-    personal = [
-        r.span for r in verdict.reasons if r.rule_id == "pii.unredacted" and r.span is not None
-    ]
-    personal += [m.span() for m in _EMAIL_SHAPE.finditer(prompt)]
-    # International numbers (a leading +) by their shape; without a region nothing else
-    # parses, so catalogue figures and dates in the knowledge are left alone.
-    personal += [
-        (m.start, m.end)
-        for m in phonenumbers.PhoneNumberMatcher(prompt, None, leniency=Leniency.POSSIBLE)
-    ]
-    blocking = [r for r in verdict.reasons if r.rule_id != "pii.unredacted"]
-    if personal:
-        prompt = _cut(prompt, personal)
-        again = check_model_input(ModelInput(prompt=prompt), policy)
-        blocking += [r for r in again.reasons if r.rule_id == "pii.unredacted"]
-    return PromptCheck(
-        prompt=prompt,
-        redacted=len(personal),
-        blocked=tuple(
-            GuardReason(rule_id=r.rule_id, message=r.explanation)
-            for r in blocking
-            if r.severity is Severity.BLOCK
-        ),
-    )
+    nothing at all when the prompt itself carries an injection.
+
+    Personal data is looked for line by line and each distinct line is analysed once per
+    policy version: the knowledge of a campaign's arms is the same long line in every prompt,
+    and Presidio is the slow part. Injections are scored over the whole prompt."""
+    cut_lines, redacted, leftover = [], 0, False
+    for line in prompt.split("\n"):
+        spans = _personal_spans(line, policy) if line.strip() else ()
+        if spans:
+            redacted += len(spans)
+            line = _cut(line, list(spans))
+            leftover = leftover or bool(_personal_spans(line, policy))
+        cut_lines.append(line)
+    screened = "\n".join(cut_lines)
+    blocked: list[GuardReason] = []
+    injection = score_injection(screened)
+    if injection.flagged(policy.document.injection.threshold):
+        blocked.append(
+            GuardReason(
+                rule_id="injection.detected",
+                message=f"prompt: prompt-injection score {injection.score:.2f}"
+                f" (signals: {', '.join(injection.signals)})",
+            )
+        )
+    if leftover:
+        blocked.append(
+            GuardReason(
+                rule_id="pii.unredacted", message="prompt: personal data left after cutting"
+            )
+        )
+    return PromptCheck(prompt=screened, redacted=redacted, blocked=tuple(blocked))
 
 
 @dataclass(frozen=True)
