@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -121,7 +122,9 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     credentials = ensure_credentials(settings)
     log_warnings(credentials)
     state: dict[str, Client] = {"client": client} if client is not None else {}
-    app = FastAPI(title="liftloop", version="0.1.0", responses=ERROR_RESPONSES)
+    # /docs and /redoc from assets served here (`/static-offline-docs`), not from a CDN, so the
+    # API's manual opens on a machine without a network.
+    app = FastAPIOffline(title="liftloop", version="0.1.0", responses=ERROR_RESPONSES)
     install_error_handling(
         app,
         max_body_bytes=max(
