@@ -173,6 +173,10 @@ class Audience:
     def _scoring(
         self, segment: dict[str, Any]
     ) -> tuple[str, BgNbdParams, GammaGammaParams, RfmSummary] | dict[str, Any]:
+        # The segment first: nothing to score needs no model (and no fit of one).
+        summary = self._summary(segment)
+        if summary is None:
+            return {"unavailable": "nobody in the segment has an order to score"}
         today = self.now().date()
         with self._lock:
             if self._model is None or self._model[0] != today:
@@ -180,9 +184,6 @@ class Audience:
             model = self._model[1]
         if isinstance(model, str):
             return {"unavailable": model}
-        summary = self._summary(segment)
-        if summary is None:
-            return {"unavailable": "nobody in the segment has an order to score"}
         return (*model, summary)
 
     def churn(self, args: ScoreArgs) -> dict[str, Any]:

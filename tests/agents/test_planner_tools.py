@@ -82,7 +82,7 @@ def test_the_scripted_model_drops_the_offer_the_lint_blocks(tmp_path: Path) -> N
     assert plan.evidence["lint"]["decision"] == "allow"
     # An empty CDP: counts of zero, and churn, CLV and the budget say why they have nothing.
     assert plan.evidence["audience"]["matched"] == 0
-    assert "no order history" in plan.evidence["churn"]["unavailable"]
+    assert "nobody in the segment has an order" in plan.evidence["churn"]["unavailable"]
 
 
 def test_scores_use_the_promoted_clv_model(tmp_path: Path) -> None:
