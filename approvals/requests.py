@@ -18,6 +18,8 @@ from sqlmodel import col, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from approvals.notify import ApprovalNotifier
+from approvals.rules import Decider, DecisionRefused, RequestFacts, check_decision
 from liftloop.loop.approvals import PROOF_REFUSED, decision_event, sign_decision
 from liftloop.loop.payloads import ApprovalOutcome
 from liftloop.loop.tables import ApprovalRequest
@@ -35,39 +37,83 @@ class ApprovalView(BaseModel):
     status: str
     reasons: list[str]
     decided_by: str | None = None
+    note: str | None = None
+    rule_ids: list[str] = []
+    started_by: str | None = None
+    approver_group: str | None = None
+    escalation_group: str | None = None
+    escalated: bool = False
+    created_at: datetime | None = None
+    deadline_at: datetime | None = None
+    # Other pending requests with the same fingerprint: decided together in bulk.
+    fingerprint: str | None = None
+
+
+def _as_view(r: ApprovalRequest) -> ApprovalView:
+    return ApprovalView(
+        request_id=r.id,
+        campaign_id=r.campaign_id,
+        cycle=r.cycle,
+        variant_id=r.variant_id,
+        status=r.status,
+        reasons=[x.get("explanation", "") for x in r.reasons],
+        rule_ids=sorted({x.get("rule_id", "") for x in r.reasons} - {""}),
+        decided_by=r.decided_by,
+        note=r.note,
+        kind=r.kind or "variant",
+        started_by=r.started_by,
+        approver_group=r.approver_group,
+        escalation_group=r.escalation_group,
+        escalated=r.escalated_at is not None,
+        created_at=_utc(r.created_at),
+        deadline_at=_utc(r.deadline_at),
+        fingerprint=r.fingerprint,
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def list_approvals(
     engine: Engine, status: str | None = "pending", campaign_id: str | None = None
 ) -> list[ApprovalView]:
-    query = sa_select(
-        col(ApprovalRequest.id),
-        col(ApprovalRequest.campaign_id),
-        col(ApprovalRequest.cycle),
-        col(ApprovalRequest.variant_id),
-        col(ApprovalRequest.status),
-        col(ApprovalRequest.reasons),
-        col(ApprovalRequest.decided_by),
-        col(ApprovalRequest.kind),
-    ).order_by(col(ApprovalRequest.created_at))
+    query = select(ApprovalRequest).order_by(col(ApprovalRequest.created_at))
     if status:
         query = query.where(col(ApprovalRequest.status) == status)
     if campaign_id:
         query = query.where(col(ApprovalRequest.campaign_id) == campaign_id)
     with engine.connect() as conn:
-        return [
-            ApprovalView(
-                request_id=r[0],
-                campaign_id=r[1],
-                cycle=r[2],
-                variant_id=r[3],
-                status=r[4],
-                reasons=[x.get("explanation", "") for x in r[5]],
-                decided_by=r[6],
-                kind=r[7] or "variant",
-            )
-            for r in conn.execute(query).all()
-        ]
+        return [_as_view(ApprovalRequest.model_validate(r._mapping)) for r in conn.execute(query)]
+
+
+def get_approval(engine: Engine, request_id: str) -> ApprovalView:
+    """One request; ApprovalNotFound if there is none."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(ApprovalRequest).where(col(ApprovalRequest.id) == request_id)
+        ).first()
+    if row is None:
+        raise ApprovalNotFound(request_id)
+    return _as_view(ApprovalRequest.model_validate(row._mapping))
+
+
+def identical_pending(engine: Engine, request_id: str) -> list[str]:
+    """The pending requests identical to this one (itself included), oldest first: the same
+    variant content and reasons, as the bulk decision takes them."""
+    found = get_approval(engine, request_id)
+    if found.fingerprint is None or found.status != "pending":
+        return [request_id]
+    with engine.connect() as conn:
+        ids = conn.execute(
+            sa_select(col(ApprovalRequest.id))
+            .where(col(ApprovalRequest.fingerprint) == found.fingerprint)
+            .where(col(ApprovalRequest.status) == "pending")
+            .order_by(col(ApprovalRequest.created_at), col(ApprovalRequest.id))
+        ).scalars()
+        return list(ids)
 
 
 class ApprovalNotFound(LookupError):
@@ -151,6 +197,17 @@ def _release(engine: Engine, request_id: str, claimed_at: datetime) -> None:
         )
 
 
+def _facts(engine: Engine, request_id: str) -> RequestFacts:
+    found = get_approval(engine, request_id)
+    return RequestFacts(
+        started_by=found.started_by,
+        group=found.approver_group,
+        escalation_group=found.escalation_group,
+        escalated=found.escalated,
+        deadline_at=found.deadline_at,
+    )
+
+
 def approval_workflow(engine: Engine, request_id: str) -> str:
     """The id of the workflow that waits for the request; ApprovalNotFound if there is none."""
     with engine.connect() as conn:
@@ -200,32 +257,55 @@ def _review_objection(
     )
 
 
+def check_request(
+    engine: Engine, request_id: str, decider: Decider, approved: bool, note: str
+) -> str:
+    """The id of the workflow that waits for the request ("" for an objection), once the rules
+    allow `decider` this decision: ApprovalNotFound or DecisionRefused otherwise. Callers run it
+    before they connect to Temporal; `decide_approval` runs it again."""
+    workflow_id = approval_workflow(engine, request_id)
+    if not workflow_id:
+        if decider.user.role != "approver":
+            raise DecisionRefused(
+                "approver.role",
+                f"{decider.user.name} is a {decider.user.role}; approvers review objections",
+            )
+        return workflow_id
+    check_decision(decider, _facts(engine, request_id), approved, note)
+    return workflow_id
+
+
 async def decide_approval(
     client: Client | None,
     engine: Engine,
     request_id: str,
     approved: bool,
-    approver: str,
+    decider: Decider,
     note: str = "",
     *,
     signing_key: bytes,
     audit: AuditLog,
+    notifier: ApprovalNotifier | None = None,
 ) -> ApprovalOutcome:
-    """Deliver a human's decision to the waiting workflow (a Temporal update), signed with
+    """Deliver a person's decision to the waiting workflow (a Temporal update), signed with
     `signing_key` (the approval signing key the worker checks).
 
-    The request is claimed in the database first, so concurrent decisions on one request cannot
-    both reach the workflow: one wins, the others get ApprovalConflict. A decision the workflow
-    refuses (the request timed out, the campaign stopped or ended) is ApprovalConflict too, a
-    proof the worker refuses is ApprovalProofRefused; either way the claim is released."""
-    workflow_id = approval_workflow(engine, request_id)
+    The rules come first (`approvals.rules`: DecisionRefused). The request is then claimed in
+    the database, so concurrent decisions on one request cannot both reach the workflow: one
+    wins, the others get ApprovalConflict. A decision the workflow refuses (the request timed
+    out, the campaign stopped or ended) is ApprovalConflict too, a proof the worker refuses is
+    ApprovalProofRefused; either way the claim is released."""
+    workflow_id = check_request(engine, request_id, decider, approved, note)
     if not workflow_id:  # no workflow waits: a person's objection, reviewed here
-        return _review_objection(engine, request_id, approved, approver, note, audit)
+        return _review_objection(engine, request_id, approved, decider.user.name, note, audit)
     if client is None:
         raise ValueError("client: a Temporal client is needed to decide a campaign's request")
+    approver = decider.user.name
     claimed_at = _claim(engine, request_id, approver)
     handle = client.get_workflow_handle(workflow_id)
-    decision = sign_decision(signing_key, request_id, approved, approver, note)
+    decision = sign_decision(signing_key, request_id, approved, approver, note).model_copy(
+        update={"path": decider.path}
+    )
     try:
         outcome: ApprovalOutcome = await handle.execute_update(
             CampaignLoopWorkflow.decide_approval, decision, rpc_timeout=_UPDATE_TIMEOUT
@@ -258,4 +338,50 @@ async def decide_approval(
             select(_REQ.campaign_id).where(col(_REQ.id) == request_id)
         ).scalar_one()
         audit.append(decision_event(campaign_id, request_id, outcome.variant_id, outcome), conn)
+    if notifier is not None:
+        notifier.decided(request_id)
     return outcome
+
+
+class BulkOutcome(BaseModel):
+    """Per request of a bulk decision: its outcome, or why it was not decided."""
+
+    decided: list[ApprovalOutcome]
+    refused: dict[str, str]
+
+
+async def decide_identical(
+    client: Client | None,
+    engine: Engine,
+    request_id: str,
+    approved: bool,
+    decider: Decider,
+    note: str = "",
+    *,
+    signing_key: bytes,
+    audit: AuditLog,
+    notifier: ApprovalNotifier | None = None,
+) -> BulkOutcome:
+    """The same decision on this request and every pending one identical to it, each checked
+    by the rules on its own (another campaign may have been started by the decider)."""
+    decided, refused = [], {}
+    for rid in identical_pending(engine, request_id):
+        try:
+            decided.append(
+                await decide_approval(
+                    client,
+                    engine,
+                    rid,
+                    approved,
+                    decider,
+                    note,
+                    signing_key=signing_key,
+                    audit=audit,
+                    notifier=notifier,
+                )
+            )
+        except DecisionRefused as exc:
+            refused[rid] = f"{exc.rule}: {exc.reason}"
+        except (ApprovalConflict, ApprovalNotFound) as exc:
+            refused[rid] = exc.reason
+    return BulkOutcome(decided=decided, refused=refused)

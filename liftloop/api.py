@@ -23,13 +23,25 @@ from approvals.requests import (
     ApprovalNotFound,
     ApprovalProofRefused,
     ApprovalView,
+    BulkOutcome,
     approval_workflow,
+    check_request,
     decide_approval,
+    decide_identical,
     list_approvals,
 )
-from liftloop import api_cdp, api_plans
+from approvals.rules import DecisionRefused
+from liftloop import api_cdp, api_plans, api_slack, web
+from liftloop.api_auth import (
+    SERVICE,
+    Caller,
+    Principal,
+    current_principal,
+    principal_for,
+    refused_decision,
+)
 from liftloop.api_errors import ERROR_RESPONSES, ApiError, install_error_handling
-from liftloop.api_input import KEY_SCHEMES, api_key_bytes, read_json, require_known_key
+from liftloop.api_input import KEY_SCHEMES, api_key_bytes, read_json
 from liftloop.campaigns import (
     CampaignEnded,
     CampaignNotFound,
@@ -49,6 +61,7 @@ from liftloop.loop.payloads import ApprovalOutcome
 from liftloop.loop.provenance import MessageProvenance, message_provenance
 from liftloop.loop.spec import CAMPAIGN_ID_PATTERN, CampaignSpec, parse_spec, text_problem
 from liftloop.loop.tables import FairnessCheck
+from liftloop.notifications import approval_notifier
 from liftloop.privacy_records import RecordsOfProcessing, records_of_processing
 from liftloop.redress import Objection, ObjectionFiled, file_objection, messages_of
 from liftloop.settings import Settings
@@ -63,15 +76,14 @@ ApprovalStatus = Literal["pending", "deciding", "approved", "rejected", "all"]
 
 
 class ApprovalBody(BaseModel):
-    """A decision on one approval request."""
+    """A decision on one approval request; who decides is the caller's personal token."""
 
     model_config = ConfigDict(extra="forbid")
 
     approved: StrictBool
-    approver: str = Field(min_length=1, max_length=200)
     note: str = Field(default="", max_length=2000)
 
-    @field_validator("approver", "note", mode="before")
+    @field_validator("note", mode="before")
     @classmethod
     def _storable(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -79,17 +91,6 @@ class ApprovalBody(BaseModel):
             if bad:
                 raise ValueError(bad)
         return value
-
-    @field_validator("approver")
-    @classmethod
-    def _one_line(cls, value: str) -> str:
-        if _CONTROL_CHARS.search(value):
-            raise ValueError("must not contain control characters (line breaks included)")
-        return value
-
-
-# Who the audit log names for a call: the API's keys are shared, so no person yet.
-API_ACTOR = "api"
 
 
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -142,9 +143,15 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.dependency_overrides[api_cdp.get_cdp_api_keys] = lambda: list(credentials.api_keys)
     keys = api_key_bytes(credentials.api_keys)
     limit, depth = settings.api_max_body_bytes, settings.api_max_json_depth
+    notifier = approval_notifier(settings, engine)
+
+    def caller(request: Request) -> Principal:
+        return principal_for(request.headers, keys, engine)
 
     def require_key(request: Request) -> None:
-        require_known_key(request.headers, keys)
+        caller(request)
+
+    app.dependency_overrides[current_principal] = caller
 
     async def temporal() -> Client:
         if "client" not in state:
@@ -158,9 +165,26 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 
     auth = [Depends(require_key), *KEY_SCHEMES]
     app.include_router(api_plans.router)
-    plans = api_plans.PlanContext(settings, audit, temporal, API_ACTOR, limit, depth)
+    plans = api_plans.PlanContext(settings, audit, temporal, limit, depth)
     app.dependency_overrides[api_plans.get_plan_context] = lambda: plans
-    app.dependency_overrides[api_plans.require_plan_key] = require_key
+
+    def plan_actor(request: Request) -> str:
+        who = caller(request)
+        who.require("planning a campaign", "manager", SERVICE)
+        return who.name
+
+    app.dependency_overrides[api_plans.plan_actor] = plan_actor
+    app.include_router(api_slack.router)
+    slack = api_slack.SlackContext(
+        settings, engine, audit, temporal, credentials.approval_signing_key, notifier
+    )
+    app.dependency_overrides[api_slack.get_slack_context] = lambda: slack
+    # The web app for people (liftloop/web): pages over the same engine, log and client.
+    app.include_router(web.router)
+    pages = web.WebContext(
+        settings, engine, audit, temporal, credentials.approval_signing_key, notifier
+    )
+    app.dependency_overrides[web.get_web_context] = lambda: pages
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -169,12 +193,15 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     @app.post(
         "/v1/campaigns", status_code=201, dependencies=auth, openapi_extra=_json_body(CampaignSpec)
     )
-    async def start(request: Request) -> CampaignStarted:
-        """Start a campaign from its spec (JSON); 422 names each bad field."""
+    async def start(request: Request, who: Caller) -> CampaignStarted:
+        """Start a campaign from its spec (JSON); 422 names each bad field. Managers (and
+        service keys) start campaigns; the starter is recorded and may not approve its
+        requests."""
+        who.require("starting a campaign", "manager", SERVICE)
         parsed = parse_spec(await read_json(request, limit, depth))
         try:
             return await start_campaign(
-                await temporal(), settings, parsed, audit=audit, actor=API_ACTOR
+                await temporal(), settings, parsed, audit=audit, actor=who.name
             )
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "id", f"campaign {parsed.id} is already running") from None
@@ -196,12 +223,13 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             raise ApiError(404, exc.field, exc.reason) from None
 
     @app.post("/v1/campaigns/{campaign_id}/{action}", status_code=202, dependencies=auth)
-    async def control(campaign_id: str, action: Control) -> ControlResult:
+    async def control(campaign_id: str, action: Control, who: Caller) -> ControlResult:
         """Pause, resume or stop. A stop that cannot take effect terminates the workflow."""
+        who.require(f"{action} of a campaign", "manager", SERVICE)
         try:
             campaign_id = _campaign_id(campaign_id)
             return await control_campaign(
-                await temporal(), campaign_id, action, audit=audit, actor=API_ACTOR
+                await temporal(), campaign_id, action, audit=audit, actor=who.name
             )
         except CampaignNotFound as exc:
             raise ApiError(404, exc.field, exc.reason) from None
@@ -235,30 +263,66 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     @app.post(
         "/v1/approvals/{request_id}", dependencies=auth, openapi_extra=_json_body(ApprovalBody)
     )
-    async def decide(request: Request, request_id: str) -> ApprovalOutcome:
-        """Decide one request; of concurrent decisions one wins, the others get 409."""
+    async def decide(request: Request, request_id: str, who: Caller) -> ApprovalOutcome:
+        """Decide one request as the caller (an approver's personal token); of concurrent
+        decisions one wins, the others get 409. 403 names the rule a refusal rests on: the
+        role, four-eyes (not on a campaign you started), the approver group, a rejection
+        without a note, the deadline."""
         body = ApprovalBody.model_validate(await read_json(request, limit, depth))
+        decider = who.decider("api")
         if len(request_id) > 300 or text_problem(request_id):
             raise ApiError(404, "request_id", "no such approval request")
         try:
-            # An unknown id is 404 without Temporal; an objection is reviewed without it.
-            waiting = approval_workflow(engine, request_id)
+            # Unknown or refused without Temporal; an objection is reviewed without it.
+            waiting = check_request(engine, request_id, decider, body.approved, body.note)
             return await decide_approval(
                 await temporal() if waiting else None,
                 engine,
                 request_id,
                 body.approved,
-                body.approver,
+                decider,
                 body.note,
                 signing_key=credentials.approval_signing_key,
                 audit=audit,
+                notifier=notifier,
             )
+        except DecisionRefused as exc:
+            raise refused_decision(exc) from None
         except ApprovalNotFound as exc:
             raise ApiError(404, exc.field, exc.reason) from None
         except ApprovalConflict as exc:
             raise ApiError(409, exc.field, exc.reason) from None
         except ApprovalProofRefused as exc:  # the API's and the worker's keys differ
             raise ApiError(503, exc.field, exc.reason) from None
+
+    @app.post(
+        "/v1/approvals/{request_id}/identical",
+        dependencies=auth,
+        openapi_extra=_json_body(ApprovalBody),
+    )
+    async def decide_all(request: Request, request_id: str, who: Caller) -> BulkOutcome:
+        """The same decision on this request and every pending request identical to it (same
+        channel, arm, subject, body and reasons), each checked by the rules on its own: what
+        was decided, and why the others were not."""
+        body = ApprovalBody.model_validate(await read_json(request, limit, depth))
+        decider = who.decider("api")
+        if len(request_id) > 300 or text_problem(request_id):
+            raise ApiError(404, "request_id", "no such approval request")
+        try:
+            waiting = approval_workflow(engine, request_id)
+            return await decide_identical(
+                await temporal() if waiting else None,
+                engine,
+                request_id,
+                body.approved,
+                decider,
+                body.note,
+                signing_key=credentials.approval_signing_key,
+                audit=audit,
+                notifier=notifier,
+            )
+        except ApprovalNotFound as exc:
+            raise ApiError(404, exc.field, exc.reason) from None
 
     @app.get("/v1/messages/{message_id}/provenance", dependencies=auth)
     async def provenance(message_id: str) -> MessageProvenance:
@@ -285,13 +349,13 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         dependencies=auth,
         openapi_extra=_json_body(Objection),
     )
-    async def object_(request: Request, person: str) -> ObjectionFiled:
+    async def object_(request: Request, person: str, who: Caller) -> ObjectionFiled:
         """File the person's objection to direct marketing: honoured at once, then reviewed
         in the approvals inbox."""
         body = Objection.model_validate(await read_json(request, limit, depth))
         try:
             return await asyncio.to_thread(
-                file_objection, engine, audit, _person(person), body, actor=API_ACTOR
+                file_objection, engine, audit, _person(person), body, actor=who.name
             )
         except UnknownIdentityError as exc:
             raise ApiError(404, exc.field, exc.reason) from None

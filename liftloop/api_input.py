@@ -37,7 +37,7 @@ KEY_SCHEMES = [
 ]
 
 
-def _refuse(reason: str) -> ApiError:
+def refuse(reason: str) -> ApiError:
     return ApiError(401, KEY_FIELD, reason, headers=_CHALLENGE)
 
 
@@ -50,10 +50,10 @@ def _from_authorization(value: str) -> str:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise _refuse("basic credentials are not base64") from None
+            raise refuse("basic credentials are not base64") from None
         if decoded.partition(":")[0]:
             return decoded.partition(":")[0]
-    raise _refuse(_HOW)
+    raise refuse(_HOW)
 
 
 def presented_key(headers: Mapping[str, str]) -> str:
@@ -62,7 +62,7 @@ def presented_key(headers: Mapping[str, str]) -> str:
     authorization = headers.get("authorization")
     if not x_key:
         if authorization is None:
-            raise _refuse(_HOW)
+            raise refuse(_HOW)
         return _from_authorization(authorization)
     if authorization is not None:
         try:
@@ -70,7 +70,7 @@ def presented_key(headers: Mapping[str, str]) -> str:
         except ApiError:
             other = None  # another scheme (a proxy's): X-API-Key decides
         if other is not None and not hmac.compare_digest(_bytes(other), _bytes(x_key)):
-            raise _refuse("X-API-Key and Authorization carry different keys")
+            raise refuse("X-API-Key and Authorization carry different keys")
     return x_key
 
 
@@ -96,7 +96,7 @@ def key_matches(key: str, known: Sequence[bytes]) -> bool:
 
 def require_known_key(headers: Mapping[str, str], known: Sequence[bytes]) -> None:
     if not key_matches(presented_key(headers), known):
-        raise _refuse("unknown key")
+        raise refuse("unknown key")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

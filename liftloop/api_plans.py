@@ -98,7 +98,6 @@ class PlanContext:
     settings: Settings
     audit: AuditLog
     temporal: Callable[[], Awaitable[Client]]
-    actor: str
     max_body_bytes: int
     max_json_depth: int
     made: PlanDesk | None = None
@@ -116,8 +115,9 @@ def get_plan_context() -> PlanContext:
     raise ApiError(503, "planner", "the planner is not configured in this app")
 
 
-def require_plan_key(request: Request) -> None:
-    """Overridden by `create_app` with the app's key check; alone, every key is unknown."""
+def plan_actor(request: Request) -> str:
+    """Who plans: overridden by `create_app` with the app's caller check (managers and service
+    keys plan); alone, every key is unknown."""
     raise ApiError(401, KEY_FIELD, "unknown key")
 
 
@@ -125,10 +125,11 @@ router = APIRouter(
     prefix="/v1",
     tags=["plans"],
     route_class=ShapedRoute,
-    dependencies=[Depends(require_plan_key), *KEY_SCHEMES],
+    dependencies=[Depends(plan_actor), *KEY_SCHEMES],
     responses=ERROR_RESPONSES,
 )
 Context = Annotated[PlanContext, Depends(get_plan_context)]
+Actor = Annotated[str, Depends(plan_actor)]
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:
@@ -181,7 +182,7 @@ async def get_plan(thread_id: str, ctx: Context) -> PlanResult:
 
 
 @router.post("/plans/{thread_id}/decision", openapi_extra=_body(DecisionRequest))
-async def decide_plan(request: Request, thread_id: str, ctx: Context) -> PlanDecided:
+async def decide_plan(request: Request, thread_id: str, ctx: Context, actor: Actor) -> PlanDecided:
     """Approve (the campaign starts) or reject a waiting plan; a plan is decided once (409)."""
     body = DecisionRequest.model_validate(
         await read_json(request, ctx.max_body_bytes, ctx.max_json_depth)
@@ -191,14 +192,14 @@ async def decide_plan(request: Request, thread_id: str, ctx: Context) -> PlanDec
     async def start(spec: CampaignSpec) -> CampaignStarted:
         try:
             return await start_campaign(
-                await ctx.temporal(), ctx.settings, spec, audit=ctx.audit, actor=ctx.actor
+                await ctx.temporal(), ctx.settings, spec, audit=ctx.audit, actor=actor
             )
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "campaign_id", f"campaign {spec.id} is already running") from None
 
-    decision = ApprovalDecision(approved=body.approve, approver=ctx.actor, comment=body.comment)
+    decision = ApprovalDecision(approved=body.approve, approver=actor, comment=body.comment)
     try:
         desk = await asyncio.to_thread(ctx.desk)
-        return await desk.decide(thread_id, decision, actor=ctx.actor, start=start)
+        return await desk.decide(thread_id, decision, actor=actor, start=start)
     except PlanningError as exc:
         raise _refusal(exc) from None

@@ -117,7 +117,9 @@ def workflow_id_for(campaign_id: str) -> str:
     return f"campaign-{campaign_id}"
 
 
-def loop_input(spec: CampaignSpec, settings: Settings) -> CampaignLoopInput:
+def loop_input(
+    spec: CampaignSpec, settings: Settings, started_by: str | None = None
+) -> CampaignLoopInput:
     """The workflow's input; a ValueError names settings no timer or worker can honour."""
     problems = []
     if not 1 <= settings.shards <= MAX_SHARDS:
@@ -135,6 +137,8 @@ def loop_input(spec: CampaignSpec, settings: Settings) -> CampaignLoopInput:
         shards=settings.shards,
         attribution_window_s=settings.attribution_window_override_s or None,
         approval_timeout_s=settings.approval_timeout_s,
+        approval_escalation_s=settings.approval_escalation_s or None,
+        started_by=started_by,
     )
 
 
@@ -168,7 +172,7 @@ async def start_campaign(
     actor: str,
 ) -> CampaignStarted:
     """Start the campaign's workflow and log who started it with which spec."""
-    inp = loop_input(spec, settings)
+    inp = loop_input(spec, settings, started_by=actor)
     check_encodable(client, inp, settings.spec_max_bytes)
     # The root of the first cycle's trace, whoever starts it (the CLI, the API, the demo's span
     # around it); each later cycle has its own trace (liftloop/cycle_tracing.py).
@@ -356,6 +360,7 @@ def _status_without_worker(
         pending_approvals=[],
         history=inp.history if inp else [],
         reason=reason,
+        started_by=inp.started_by if inp else None,
     )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel, create_engine
 
+import approvals.slack_tables  # noqa: F401  (registers the Slack tables)
 import tools.audit.tables
 import tools.cdp.tables
 import tools.content.ledger

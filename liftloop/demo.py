@@ -18,6 +18,8 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.service import RPCError, RPCStatusCode
 
 from approvals.requests import decide_approval, list_approvals
+from approvals.rules import Decider
+from liftloop.accounts.users import AccountError, UserView, add_user, find_user
 from liftloop.audit import audit_log
 from liftloop.campaigns import handle_for, start_campaign
 from liftloop.credentials import approval_signing_key
@@ -180,6 +182,25 @@ def demo_spec(
     )
 
 
+# The demo's two people: the manager who starts the campaign (a name in the audit log) and
+# the approver `--approve-all` decides as, a user without password or token (nobody can sign
+# in as them), so the demo's decisions pass the same four-eyes rule as everyone's.
+DEMO_MANAGER = "demo-manager"
+DEMO_APPROVER = "demo-approver"
+
+
+def demo_approver(engine: Engine) -> UserView:
+    found = find_user(engine, DEMO_APPROVER)
+    if found is None:
+        try:
+            found = add_user(engine, DEMO_APPROVER, "approver")
+        except AccountError:  # a concurrent demo added them first
+            found = find_user(engine, DEMO_APPROVER)
+    if found is None or found.role != "approver" or found.disabled:
+        raise AccountError("name", f"{DEMO_APPROVER} exists but is not an active approver")
+    return found
+
+
 async def run_demo(
     client: Client,
     settings: Settings,
@@ -191,6 +212,8 @@ async def run_demo(
     generator: Literal["template", "copywriter"] = "template",
     ui_url: Callable[[str], str],
     on_status: Callable[[CampaignStatus], None] = lambda s: None,
+    # Told what runs before the first status can be had (the CLI's progress).
+    on_step: Callable[[str], None] = lambda step: None,
     task_queue: str | None = None,
     unreachable_limit_s: float = UNREACHABLE_LIMIT_S,
 ) -> DemoReport:
@@ -206,10 +229,13 @@ async def run_demo(
         "liftloop.demo", attributes={"liftloop.campaign_id": spec.id, "liftloop.profiles": profiles}
     ) as span:
         trace_id = format(span.get_span_context().trace_id, "032x")
+        on_step(f"seeding {profiles} profiles")
         await asyncio.to_thread(generate_customers, engine, profiles, batch=batch)
+        on_step("starting the campaign")
         started = await start_campaign(
-            client, settings, spec, task_queue=task_queue, audit=audit, actor="demo"
+            client, settings, spec, task_queue=task_queue, audit=audit, actor=DEMO_MANAGER
         )
+        approver = Decider(await asyncio.to_thread(demo_approver, engine), "demo")
         handle = handle_for(_untraced(client), spec.id)
 
         async def poll() -> None:
@@ -222,7 +248,7 @@ async def run_demo(
                         engine,
                         req.request_id,
                         True,
-                        "demo:--approve-all",
+                        approver,
                         "approved by demo flag",
                         signing_key=approval_key,
                         audit=audit,

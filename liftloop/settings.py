@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from approvals.routing import CHANNEL, GROUP, ApprovalRoute
+
 
 class ModelLimit(BaseModel):
     """Per model (`LIFTLOOP_LLM_LIMITS`): one request's timeout, requests started per minute."""
@@ -103,6 +105,28 @@ class Settings(BaseSettings):
     # Shards per cycle: a fixed number keeps history constant in the audience size.
     shards: int = 4
     approval_timeout_s: float = 24 * 3600.0
+    # After this long a pending request is escalated: the escalation group may decide it too,
+    # and it is posted to the escalation channel. At or above the timeout: never escalated.
+    approval_escalation_s: float = Field(default=4 * 3600.0, ge=0)
+    approval_escalation_group: str = Field(default="leads", pattern=GROUP)
+    # Per market and rule: which approver group answers and which Slack channel shows it,
+    # e.g. [{"market": "DE", "rule": "discount.*", "group": "de-approvers",
+    # "slack_channel": "#approvals-de"}]; the first match wins, else group "approvers".
+    approval_routes: list[ApprovalRoute] = Field(default_factory=list)
+
+    # Slack approvals. No bot token: nothing is posted and everything else works. The signing
+    # secret verifies `POST /slack/interactivity`; without one that endpoint refuses all.
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_signing_secret: SecretStr = SecretStr("")
+    slack_channel: str = Field(default="#approvals", pattern=CHANNEL)
+    slack_escalation_channel: str = Field(default="", pattern=f"({CHANNEL})|^$")
+    # Slack's Web API; tests point it at a local stand-in.
+    slack_base_url: str = "https://slack.com/api/"
+
+    # The web app's sessions.
+    web_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Cookies only over HTTPS (true behind TLS; false for http://localhost).
+    web_secure_cookies: bool = False
     # Demos may shorten a campaign's attribution window; 0 keeps the spec's window.
     attribution_window_override_s: float = 0.0
     policy_path: str = ""

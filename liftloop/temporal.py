@@ -38,6 +38,7 @@ from liftloop.loop.prompt_releases import PromptReleases
 from liftloop.loop.segment import SegmentStage
 from liftloop.loop.send import MessageLinks, SendStage
 from liftloop.loop.simulate import SimulateStage
+from liftloop.notifications import approval_notifier
 from liftloop.retention import RetentionActivities
 from liftloop.retraining import RetrainingActivities
 from liftloop.settings import Settings
@@ -133,7 +134,15 @@ def build_worker(
         SqlCostLedger(engine),
     )
     guard = GuardStage(engine, policies, audit)
-    approvals = ApprovalStage(engine, audit, decision_key=credentials.approval_signing_key)
+    approvals = ApprovalStage(
+        engine,
+        audit,
+        decision_key=credentials.approval_signing_key,
+        routes=settings.approval_routes,
+        escalation_group=settings.approval_escalation_group,
+        slack_channel=settings.slack_channel,
+        notifier=approval_notifier(settings, engine),
+    )
     send = SendStage(
         engine,
         senders or default_senders(settings),
@@ -178,6 +187,7 @@ def build_worker(
             guard.guard,
             approvals.open_approvals,
             approvals.close_approvals,
+            approvals.escalate_approvals,
             approvals.verify_decision,
             send.send,
             simulate.simulate,

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from liftloop.loop.payloads import (
         ApprovalCloseInput,
         ApprovalDecision,
+        ApprovalEscalateInput,
         ApprovalOpenInput,
         ApprovalOutcome,
         CycleRef,
@@ -85,6 +86,10 @@ class CampaignLoopInput(BaseModel):
     shards: int = 4
     attribution_window_s: float | None = None
     approval_timeout_s: float = 86400.0
+    # Escalation of a pending request after this long (None or >= the timeout: never).
+    approval_escalation_s: float | None = None
+    # The user (or service) that started the campaign: four-eyes keeps them from deciding.
+    started_by: str | None = None
     history: list[CycleSummary] = Field(default_factory=list)
     paused: bool = False
 
@@ -114,6 +119,7 @@ class CampaignStatus(BaseModel):
     history: list[CycleSummary]
     # Why the campaign failed or was stopped from outside, or why it is stuck; None otherwise.
     reason: str | None = None
+    started_by: str | None = None
 
 
 # Outages are retried; input the worker can never accept (no policy for the market, an unknown
@@ -201,6 +207,7 @@ class CampaignLoopWorkflow:
             approved=decision.approved,
             decided_by=decision.approver,
             note=decision.note,
+            path=decision.path,
         )
         self._decided[decision.request_id] = outcome
         return outcome
@@ -239,6 +246,7 @@ class CampaignLoopWorkflow:
             ],
             history=self._inp.history,
             reason=self._reason,
+            started_by=self._inp.started_by,
         )
 
     # -- the cycle -------------------------------------------------------------------------
@@ -320,7 +328,7 @@ class CampaignLoopWorkflow:
         allowed = [v.variant_id for v in guard.verdicts if v.decision == "allow"]
         escalated = [v for v in guard.verdicts if v.decision == "escalate"]
 
-        outcomes = await self._approvals(ref, escalated, inp.approval_timeout_s)
+        outcomes = await self._approvals(ref, escalated, inp)
         allowed += [o.variant_id for o in outcomes if o.approved]
 
         if not await self._checkpoint("send"):
@@ -395,21 +403,45 @@ class CampaignLoopWorkflow:
         )
 
     async def _approvals(
-        self, ref: CycleRef, escalated: list[VariantVerdict], timeout_s: float
+        self, ref: CycleRef, escalated: list[VariantVerdict], inp: CampaignLoopInput
     ) -> list[ApprovalOutcome]:
         if not escalated:
             return []
         self._stage = "approval"
+        timeout_s = inp.approval_timeout_s
+        escalate_s = inp.approval_escalation_s
+        if escalate_s is not None and escalate_s >= timeout_s:
+            escalate_s = None
         ids: list[str] = await workflow.execute_activity_method(
             ApprovalStage.open_approvals,
-            ApprovalOpenInput(ref=ref, verdicts=escalated),
+            ApprovalOpenInput(
+                ref=ref,
+                verdicts=escalated,
+                started_by=inp.started_by,
+                escalate_after_s=escalate_s,
+                timeout_s=timeout_s,
+            ),
             **_QUICK,
         )
         self._pending = dict(zip(ids, escalated, strict=True))
+        waited = 0.0
+        if escalate_s is not None and workflow.patched("approval-escalation"):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: not self._pending or self._stop,
+                    timeout=timedelta(seconds=_timer_s(escalate_s)),
+                )
+            waited = escalate_s
+            if self._pending and not self._stop:
+                await workflow.execute_activity_method(
+                    ApprovalStage.escalate_approvals,
+                    ApprovalEscalateInput(ref=ref, request_ids=list(self._pending)),
+                    **_QUICK,
+                )
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: not self._pending or self._stop,
-                timeout=timedelta(seconds=_timer_s(timeout_s)),
+                timeout=timedelta(seconds=_timer_s(timeout_s - waited)),
             )
         # Nobody answered (or the campaign stops): the safe default is to reject.
         for rid, verdict in self._pending.items():

@@ -30,6 +30,7 @@ from liftloop.cli import (
     privacy,
     system,
     traces,
+    users,
 )
 from liftloop.credentials import InsecureSettingError, set_private_umask
 
@@ -109,6 +110,7 @@ for _module in (
     policies,
     privacy,
     traces,
+    users,
 ):
     _module.register(app)
 

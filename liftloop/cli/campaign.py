@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -11,6 +11,9 @@ from liftloop import runtime
 from liftloop.cli import client, output
 from liftloop.cli.output import JsonOption
 from liftloop.settings import get_settings
+
+if TYPE_CHECKING:  # commands import Temporal's side when they run, not when the CLI loads
+    from workflows.campaign_loop import CampaignStatus
 
 app = typer.Typer(name="campaign", help="Start and control campaigns.", no_args_is_help=True)
 
@@ -49,7 +52,7 @@ def campaign_start(
         temporal = await client.connect(settings, as_json=as_json)
         try:
             return await start_campaign(
-                temporal, settings, spec, audit=audit_log(settings), actor=client.actor()
+                temporal, settings, spec, audit=audit_log(settings), actor=client.actor(settings)
             )
         except WorkflowAlreadyStartedError:
             output.fail("id", f"campaign {spec.id} is already running", as_json=as_json)
@@ -89,6 +92,19 @@ def campaign_status_cmd(campaign_id: CampaignId, as_json: JsonOption = False) ->
             output.fail_on(exc, as_json=as_json)
 
     st = client.run(main)
+    output.emit(st.model_dump(mode="json"), as_json=as_json, human="\n".join(status_lines(st)))
+
+
+NO_VALUE = "—"
+
+
+def _signed(value: float | None) -> str:
+    return NO_VALUE if value is None else f"{value:+.5f}"
+
+
+def status_lines(st: CampaignStatus) -> list[str]:
+    """The human form of `campaign status`: the campaign, then its pending approvals and each
+    measured cycle's lift on its first metric."""
     lines = [
         f"{st.campaign_id}: cycle {st.cycle}, stage {st.stage}, outcome {st.outcome}"
         f"{', paused' if st.paused else ''}"
@@ -99,12 +115,19 @@ def campaign_status_cmd(campaign_id: CampaignId, as_json: JsonOption = False) ->
         f"  approval pending {p.request_id}: {'; '.join(p.reasons)}" for p in st.pending_approvals
     ]
     for c in st.history:
-        lift = c.lifts[next(iter(c.lifts))]
-        lines.append(
-            f"  cycle {c.cycle}: sent {c.sent}, held out {c.held_out}, {lift.metric} lift "
-            f"{lift.estimate:+.5f} [{lift.ci_low:+.5f}, {lift.ci_high:+.5f}]"
-        )
-    output.emit(st.model_dump(mode="json"), as_json=as_json, human="\n".join(lines))
+        line = f"  cycle {c.cycle}: sent {c.sent}, held out {c.held_out}"
+        lift = next(iter(c.lifts.values()), None)
+        # A cycle stopped early, or with fewer than two people in a group, has no interval
+        # (`ci_low`/`ci_high` None) and may have no lift at all.
+        if lift is None:
+            line += f", lift {NO_VALUE}"
+        else:
+            line += (
+                f", {lift.metric} lift {_signed(lift.estimate)}"
+                f" [{_signed(lift.ci_low)}, {_signed(lift.ci_high)}]"
+            )
+        lines.append(line)
+    return lines
 
 
 @app.command("list")
@@ -298,7 +321,11 @@ def _control(campaign_id: str, action: Literal["pause", "resume", "stop"]) -> No
         temporal = await client.connect(settings)
         try:
             return await control_campaign(
-                temporal, campaign_id, action, audit=audit_log(settings), actor=client.actor()
+                temporal,
+                campaign_id,
+                action,
+                audit=audit_log(settings),
+                actor=client.actor(settings),
             )
         except (CampaignNotFound, CampaignEnded) as exc:
             output.fail_on(exc)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,9 +80,12 @@ def ingest_file(
     registry: ContractRegistry,
     batch_size: int = FILE_BATCH,
     max_future_skew: timedelta = MAX_FUTURE_SKEW,
+    on_batch: Callable[[int, IngestResult], None] | None = None,
 ) -> IngestResult:
-    """Ingest a JSON Lines file in batches; a line that is not JSON is quarantined too."""
+    """Ingest a JSON Lines file in batches; a line that is not JSON is quarantined too.
+    `on_batch(bytes read, totals so far)` follows each batch (the command's progress)."""
     total = IngestResult()
+    read = 0
     batch: list[Any] = []
     unreadable: list[tuple[Any, MessageError]] = []
 
@@ -103,8 +106,11 @@ def ingest_file(
         )
         batch.clear()
         unreadable.clear()
+        if on_batch is not None:
+            on_batch(read, total)
 
     for number, line in _lines(path):
+        read += len(line.encode("utf-8", "surrogateescape"))
         try:
             batch.append(json.loads(line))
         except ValueError as exc:
@@ -133,13 +139,27 @@ def events_ingest(
         if not file.is_file():
             raise CdpError("FILE", f"{file} is not a file")
         registry = ContractRegistry.load(*(contracts or []))
-        result = ingest_file(
-            _engine(),
-            file,
-            source=source,
-            registry=registry,
-            max_future_skew=get_settings().cdp_max_future_skew,
-        )
+        with output.progress() as bar:
+            task = bar.add_task(f"ingesting {file.name}", total=file.stat().st_size)
+
+            def on_batch(read: int, so_far: IngestResult) -> None:
+                bar.update(
+                    task,
+                    completed=read,
+                    description=f"ingesting {file.name}: {so_far.accepted} accepted,"
+                    f" {so_far.duplicates} duplicates, {so_far.quarantined} quarantined",
+                )
+
+            result = ingest_file(
+                _engine(),
+                file,
+                source=source,
+                registry=registry,
+                max_future_skew=get_settings().cdp_max_future_skew,
+                on_batch=on_batch,
+            )
+            # Blank lines and newline conventions are not counted: the end is the whole file.
+            bar.update(task, completed=file.stat().st_size)
     except CdpError as exc:
         output.fail_on(exc, as_json=as_json, split=True)
     output.emit(

@@ -44,7 +44,18 @@ def kb_ingest(
     from tools.rag import KnowledgeError
 
     try:
-        report = open_knowledge(get_settings()).ingest(paths, groups=_split(groups))
+        # No count to show: the knowledge base parses, embeds and indexes in one call (one
+        # snapshot), so this says that it works and for how long.
+        with output.progress() as bar:
+            more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+            task = bar.add_task(f"ingesting {paths[0].name or paths[0]}{more}", total=None)
+            report = open_knowledge(get_settings()).ingest(paths, groups=_split(groups))
+            bar.update(
+                task,
+                total=1,
+                completed=1,
+                description=f"ingested {report.documents} documents, {report.chunks} chunks",
+            )
     except KnowledgeError as exc:
         output.fail_on(exc, as_json=as_json)
     lines = [

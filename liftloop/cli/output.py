@@ -41,8 +41,18 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console, RenderableType
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Column, Table
+from rich.text import Text
 
 # Typer vendors click as `typer._click`; its exceptions are not the `click` package's.
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -64,6 +74,22 @@ def console(*, err: bool = False) -> Console:
     return _stderr if err else _stdout
 
 
+def progress() -> Progress:
+    """A progress display on stderr, so that it never mixes with a command's result on stdout
+    (`--json` included). Live on a terminal; elsewhere (a pipe, a CI log) rich prints its last
+    state once, when it stops. Stdout is not redirected into it: a write there stays there.
+    The description comes last and wraps: a narrow terminal cuts neither it nor the time."""
+    return Progress(
+        SpinnerColumn(),
+        BarColumn(bar_width=20),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}", table_column=Column(overflow="fold")),
+        console=_stderr,
+        redirect_stdout=False,
+    )
+
+
 def to_json(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False, default=str)
 
@@ -78,14 +104,65 @@ def show(renderable: RenderableType, *, err: bool = False) -> None:
     console(err=err).print(renderable)
 
 
+# Columns of ids (a header of these words, or ending in " id" or "_id"): an id is copied into
+# the next command, so it is never cut, folded or wrapped.
+ID_COLUMNS = frozenset({"id", "request", "campaign", "message", "profile", "variant", "workflow"})
+# The narrowest a column other than an id column is made before the table gives up being one.
+_NARROWEST = 8
+
+
+def is_id_column(header: str) -> bool:
+    name = header.strip().lower()
+    return name in ID_COLUMNS or name.endswith(("_id", " id"))
+
+
+class _IdTable(Table):
+    """A table whose id columns are never cut: the other columns wrap to make room, and when
+    the ids and the other columns at `_NARROWEST` still do not fit the width, each row is
+    printed as `header: value` lines instead (rich would cut the ids as a last resort)."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._fits(console, options):
+            yield from super().__rich_console__(console, options)
+            return
+        if self.title:
+            yield Text.from_markup(str(self.title), style="table.title")
+        for n, row in enumerate(zip(*(c.cells for c in self.columns), strict=True)):
+            if n:
+                yield Text()
+            for column, cell in zip(self.columns, row, strict=True):
+                value = Text.from_markup(str(cell))
+                header = str(column.header) if self.show_header else ""
+                line = Text.assemble((f"{header}: ", "bold"), value) if header else value
+                if column.no_wrap:
+                    line.no_wrap, line.overflow = True, "ignore"
+                yield line
+
+    def _fits(self, console: Console, options: ConsoleOptions) -> bool:
+        need = self._extra_width
+        for index, column in enumerate(self.columns):
+            cells = [column.header, *column.cells] if self.show_header else [*column.cells]
+            widest = max((Measurement.get(console, options, c).maximum for c in cells), default=0)
+            widest = widest if column.no_wrap else min(widest, _NARROWEST)
+            need += widest + self._get_padding_width(index)
+        return need <= options.max_width
+
+
 def table(
     *columns: str,
     rows: Iterable[Iterable[Any]],
     title: str | None = None,
     show_header: bool = True,
 ) -> Table:
-    """A human table; cells may hold rich markup."""
-    result = Table(*columns, title=title, show_header=show_header)
+    """A human table; cells may hold rich markup. Id columns (`is_id_column`) are shown
+    whole; the other columns wrap."""
+    ids = [is_id_column(c) for c in columns] if show_header else []
+    if not any(ids):
+        result = Table(*columns, title=title, show_header=show_header)
+    else:
+        result = _IdTable(title=title, show_header=show_header)
+        for header, is_id in zip(columns, ids, strict=True):
+            result.add_column(header, no_wrap=is_id, overflow="ignore" if is_id else "fold")
     for row in rows:
         result.add_row(*(str(cell) for cell in row))
     return result

@@ -124,7 +124,7 @@ def plan_decide(
     if start and not approve:
         output.fail("--start", "only an approved plan starts a campaign", as_json=as_json)
     settings = get_settings()
-    actor = client.actor()
+    actor = client.actor(settings)
     try:
         decision = ApprovalDecision(approved=approve, approver=approver or actor, comment=comment)
     except ValueError as exc:

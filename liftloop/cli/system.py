@@ -139,17 +139,21 @@ def demo(
     from liftloop.demo import TemporalUnreachable, run_demo
     from liftloop.telemetry import flush_tracing, setup_tracing
 
-    # Temporal's core would write to stdout (its retries while the server restarts).
     settings = get_settings().model_copy(update={"approval_timeout_s": approval_timeout})
-    progress = output.console(err=as_json)
-    try:
-        runtime.up(settings)
-    except runtime.RuntimeStartError as exc:
-        output.fail_on(exc, as_json=as_json, code=output.FAILURE)
-    setup_tracing(settings, "cli")
+    # Progress, stages and escalations go to stderr: stdout holds the report alone (Temporal's
+    # core would write there too, its retries while the server restarts).
+    bar = output.progress()
+    task = bar.add_task("starting the runtime", total=cycles)
+    progress = bar.console
     seen: set[str] = set()
 
+    def on_step(step: str) -> None:
+        bar.update(task, description=step)
+
     def on_status(st: Any) -> None:
+        bar.update(
+            task, completed=len(st.history), description=f"cycle {st.cycle} of {cycles}: {st.stage}"
+        )
         key = f"cycle {st.cycle}: {st.stage}"
         if key not in seen:
             seen.add(key)
@@ -162,7 +166,8 @@ def demo(
                 )
                 if not approve_all:
                     progress.print(
-                        f"  answer with: liftloop approvals approve {p.request_id}  (or reject)"
+                        f"  answer as an approver: LIFTLOOP_TOKEN=… liftloop approvals approve"
+                        f" {p.request_id}  (or reject --note WHY)"
                     )
 
     async def main() -> Any:
@@ -175,15 +180,24 @@ def demo(
             policy=policy,
             generator=generator,
             on_status=on_status,
+            on_step=on_step,
             ui_url=lambda wid: runtime.ui_url(settings, wid),
         )
 
-    try:
-        # The wait survives restarts of Temporal; only one that does not come back ends it.
-        report = client.run(main)
-    except TemporalUnreachable as exc:
-        flush_tracing()
-        output.fail_on(exc, as_json=as_json, code=output.FAILURE)
+    with bar:
+        try:
+            runtime.up(settings)
+        except runtime.RuntimeStartError as exc:
+            output.fail_on(exc, as_json=as_json, code=output.FAILURE)
+        setup_tracing(settings, "cli")
+        try:
+            # The wait survives restarts of Temporal; only one that does not come back ends it.
+            report = client.run(main)
+        except TemporalUnreachable as exc:
+            flush_tracing()
+            output.fail_on(exc, as_json=as_json, code=output.FAILURE)
+        # The last poll may have come before the last cycle ended.
+        bar.update(task, completed=cycles, description=f"{report.cycles} cycles: {report.outcome}")
     flush_tracing()
     output.emit(report.model_dump(mode="json"), as_json=as_json, human=_demo_table(report))
 

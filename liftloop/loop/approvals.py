@@ -14,17 +14,21 @@ import hmac
 import json
 import secrets
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import col
+from sqlmodel import col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from approvals.notify import ApprovalNotifier, NoNotifier
+from approvals.routing import ApprovalRoute, route_for
 from liftloop.loop.payloads import (
     ApprovalCloseInput,
     ApprovalDecision,
+    ApprovalEscalateInput,
     ApprovalOpenInput,
     ApprovalOutcome,
     ApprovalProof,
@@ -152,17 +156,46 @@ def decision_event(
             "variant_id": variant_id,
             "verdict": "approved" if outcome.approved else "rejected",
             "note": outcome.note,
+            "path": outcome.path or "workflow",
         },
         key=f"approval.decide:{request_id}",
     )
 
 
+def variant_fingerprint(variant: Variant | None, rule_ids: list[str]) -> str:
+    """The same for variants a reviewer cannot tell apart: channel, arm, subject, body and the
+    rules that escalated them (so one decision can answer them all)."""
+    parts = [rule_ids]
+    if variant is not None:
+        parts.append([variant.channel, variant.arm, variant.subject, variant.body])
+    text = json.dumps(parts, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
+
+
+def _after(now: datetime, seconds: float | None) -> datetime | None:
+    return now + timedelta(seconds=seconds) if seconds else None
+
+
 class ApprovalStage:
-    def __init__(self, engine: Engine, audit: AuditLog, decision_key: bytes = b"") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        audit: AuditLog,
+        decision_key: bytes = b"",
+        *,
+        routes: Sequence[ApprovalRoute] = (),
+        escalation_group: str | None = None,
+        slack_channel: str | None = None,
+        notifier: ApprovalNotifier | None = None,
+    ) -> None:
         self.engine = engine
         self.audit = audit
         # The approval signing key; without one every decision is refused.
         self._decision_key = decision_key
+        self._routes = tuple(routes)
+        self._escalation_group = escalation_group
+        self._slack_channel = slack_channel
+        self.notifier: ApprovalNotifier = notifier or NoNotifier()
 
     @activity.defn(name="campaign.verify_approval")
     def verify_decision(self, decision: ApprovalDecision) -> None:
@@ -187,9 +220,17 @@ class ApprovalStage:
         ref = inp.ref
         now = datetime.now(UTC)
         ids = []
+        market = ref.spec.content.market
         with stage_span("approval.open", ref) as span, self.engine.begin() as conn:
             for v in inp.verdicts:
                 rid = request_id(v.variant_id)
+                rule_ids = sorted({r.rule_id for r in v.reasons})
+                route = route_for(
+                    self._routes, market, rule_ids, default_channel=self._slack_channel
+                )
+                variant = conn.execute(
+                    select(Variant).where(col(Variant.id) == v.variant_id)
+                ).first()
                 self.audit.append(
                     AuditEvent(
                         kind="approval.request",
@@ -219,6 +260,16 @@ class ApprovalStage:
                         reasons=[r.model_dump(mode="json") for r in v.reasons],
                         status="pending",
                         created_at=now,
+                        started_by=inp.started_by,
+                        approver_group=route.group,
+                        escalation_group=self._escalation_group if inp.escalate_after_s else None,
+                        slack_channel=route.slack_channel,
+                        escalate_at=_after(now, inp.escalate_after_s),
+                        deadline_at=_after(now, inp.timeout_s),
+                        fingerprint=variant_fingerprint(
+                            Variant.model_validate(variant._mapping) if variant else None,
+                            rule_ids,
+                        ),
                     )
                 )
                 ids.append(rid)
@@ -233,7 +284,41 @@ class ApprovalStage:
                 )
             span.set_attribute("liftloop.approval_requests", len(ids))
             span.set_attribute("liftloop.approval.request_ids", ids)
+        self.notifier.opened(ids)
         return ids
+
+    @activity.defn(name="campaign.escalate_approvals")
+    def escalate_approvals(self, inp: ApprovalEscalateInput) -> list[str]:
+        """Mark the still pending requests escalated (their escalation group may decide now),
+        log it, and tell the notifier. Returns the ids escalated by this call."""
+        now = datetime.now(UTC)
+        escalated = []
+        with stage_span("approval.escalate", inp.ref) as span, self.engine.begin() as conn:
+            for rid in inp.request_ids:
+                changed = conn.execute(
+                    update(ApprovalRequest)
+                    .where(col(ApprovalRequest.id) == rid)
+                    .where(col(ApprovalRequest.status) == "pending")
+                    .where(col(ApprovalRequest.escalated_at).is_(None))
+                    .values(escalated_at=now)
+                ).rowcount
+                if changed:
+                    escalated.append(rid)
+                    self.audit.append(
+                        AuditEvent(
+                            kind="approval.escalate",
+                            actor="worker",
+                            campaign_id=inp.ref.campaign_id,
+                            subject=rid,
+                            details={"cycle": inp.ref.cycle, "group": self._escalation_group},
+                            key=f"approval.escalate:{rid}",
+                        ),
+                        conn,
+                    )
+            span.set_attribute("liftloop.approval.request_ids", escalated)
+        if escalated:
+            self.notifier.escalated(escalated)
+        return escalated
 
     @activity.defn(name="campaign.close_approvals")
     def close_approvals(self, inp: ApprovalCloseInput) -> None:
@@ -281,3 +366,7 @@ class ApprovalStage:
                         ),
                     },
                 )
+        # After the commit, so the notifier reads the outcome it is told of.
+        for o in inp.outcomes:
+            if o.decided_by.startswith("system:"):
+                self.notifier.decided(o.request_id)

@@ -87,6 +87,15 @@ class GuardResult(_Payload):
 class ApprovalOpenInput(_Payload):
     ref: CycleRef
     verdicts: list[VariantVerdict]
+    # The campaign's starter (four-eyes), the wait before escalation and the deadline.
+    started_by: str | None = None
+    escalate_after_s: float | None = None
+    timeout_s: float | None = None
+
+
+class ApprovalEscalateInput(_Payload):
+    ref: CycleRef
+    request_ids: list[str]
 
 
 class ApprovalProof(_Payload):
@@ -105,6 +114,8 @@ class ApprovalDecision(_Payload):
     approved: bool
     approver: str = "unknown"
     note: str = ""
+    # Where it was decided: api, web, slack, cli, demo (for the audit log).
+    path: str | None = None
     # Required by the workflow (patch "approval-proof"); None only in histories recorded before.
     proof: ApprovalProof | None = None
 
@@ -115,6 +126,7 @@ class ApprovalOutcome(_Payload):
     approved: bool
     decided_by: str
     note: str = ""
+    path: str | None = None
 
 
 class ApprovalCloseInput(_Payload):

@@ -99,6 +99,17 @@ class ApprovalRequest(SQLModel, table=True):
     note: str | None = None
     created_at: datetime
     decided_at: datetime | None = None
+    # Who started the campaign (four-eyes: they may not decide), the approver group that
+    # answers (approvals/routing.py) and the group that may decide too once escalated.
+    started_by: str | None = None
+    approver_group: str | None = None
+    escalation_group: str | None = None
+    slack_channel: str | None = None
+    escalate_at: datetime | None = None
+    escalated_at: datetime | None = None
+    deadline_at: datetime | None = None
+    # The same for identical variants (channel, arm, subject, body, reasons): decided in bulk.
+    fingerprint: str | None = Field(default=None, index=True)
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -23,6 +23,7 @@ from liftloop.loop.spec import parse_spec
 from liftloop.loop.tables import ApprovalRequest
 from liftloop.settings import Settings
 from liftloop.temporal import build_worker
+from tests.accounts_support import bearer, user_token
 from tests.api.helpers import KEY, assert_error_shape, campaign_spec
 from tools.simulation.customers import generate_customers
 
@@ -57,12 +58,13 @@ async def test_four_concurrent_decisions_one_wins_the_others_get_409(  # type: i
             return list(r.json())
 
         rid = (await _until(pending, "the approval request"))[0]["request_id"]
+        leads = [bearer(user_token(engine, f"lead{i}", "approver")) for i in range(5)]
         answers = await asyncio.gather(
             *[
                 http.post(
                     f"/v1/approvals/{rid}",
-                    headers=KEY,
-                    json={"approved": i % 2 == 0, "approver": f"lead{i}@shop"},
+                    headers=leads[i],
+                    json={"approved": i % 2 == 0, "note": f"seen by lead{i}"},
                 )
                 for i in range(4)
             ]
@@ -90,9 +92,7 @@ async def test_four_concurrent_decisions_one_wins_the_others_get_409(  # type: i
                 .where(ApprovalRequest.id == rid)
                 .values(status="pending", decided_by=None, decided_at=None)
             )
-        again = await http.post(
-            f"/v1/approvals/{rid}", headers=KEY, json={"approved": True, "approver": "late"}
-        )
+        again = await http.post(f"/v1/approvals/{rid}", headers=leads[4], json={"approved": True})
         assert again.status_code == 409, again.text
         assert_error_shape(again)
         reason = again.json()["errors"][0]["reason"]
@@ -208,7 +208,7 @@ async def test_stop_of_a_healthy_campaign_is_a_signal(  # type: ignore[no-untype
         assert final["outcome"] == "stopped" and final["reason"] is None, final
         audit = await http.get("/v1/audit", params={"campaign_id": cid}, headers=KEY)
         started, stopped = audit.json()[:2]
-        assert (started["kind"], started["actor"]) == ("campaign.start", "api")
+        assert (started["kind"], started["actor"]) == ("campaign.start", "service")
         assert started["details"]["spec"]["cadence"]["max_cycles"] == 3
         assert (stopped["kind"], stopped["details"]["effect"]) == (
             "campaign.stop",

@@ -29,8 +29,10 @@ from liftloop.api import create_app
 from liftloop.api_errors import ApiError
 from liftloop.api_input import _deeper_by_text, _deeper_by_walk, parse_json
 from liftloop.campaigns import check_encodable, loop_input
+from liftloop.db import engine_for
 from liftloop.loop.spec import SpecError, load_spec, parse_spec
 from liftloop.settings import Settings
+from tests.accounts_support import bearer, user_token
 from tests.api.conftest import free_port
 from tests.api.helpers import API_KEY, KEY, assert_error_shape, campaign_spec
 from tools.cdp.sources import create_source
@@ -134,23 +136,25 @@ def test_a_valid_spec_gets_past_validation(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        pytest.param(b'{"approved": NaN, "approver": "a"}', 400, "body", id="nan"),
-        pytest.param(b'{"approved": true, "approver": "\\ud800"}', 422, "approver", id="surrogate"),
-        pytest.param(b'{"approved": true, "approver": "a\\u0000"}', 422, "approver", id="nul"),
-        pytest.param(b'{"approved": true, "approver": "a\\r\\nb"}', 422, "approver", id="crlf"),
-        pytest.param(b'{"approved": "yes", "approver": "a"}', 422, "approved", id="wrong-type"),
-        pytest.param(b'{"approved": true}', 422, "approver", id="missing"),
-        pytest.param(b'{"approved": true, "approver": "a", "x": 1}', 422, "x", id="extra"),
+        pytest.param(b'{"approved": NaN}', 400, "body", id="nan"),
+        pytest.param(b'{"approved": true, "note": "\\ud800"}', 422, "note", id="surrogate"),
+        pytest.param(b'{"approved": true, "note": "a\\u0000"}', 422, "note", id="nul"),
+        pytest.param(b'{"approved": "yes"}', 422, "approved", id="wrong-type"),
+        pytest.param(b'{"note": "why"}', 422, "approved", id="missing"),
+        pytest.param(b'{"approved": true, "x": 1}', 422, "x", id="extra"),
+        # The approver is the token's user: a body cannot name another.
+        pytest.param(b'{"approved": true, "approver": "ceo"}', 422, "approver", id="approver"),
         pytest.param(b"[" * 5000 + b"]" * 5000, 400, "body", id="deep"),
         pytest.param(b'{"approved": \xff}', 400, "body", id="invalid-utf8"),
         pytest.param(b'{"approved": 1' + b"0" * 200 + b"}", 400, "body", id="digits"),
-        pytest.param(b'{"approved": true, "approver": "a"}', 503, "temporal", id="valid"),
+        pytest.param(b'{"approved": true}', 503, "temporal", id="valid"),
     ],
 )
 def test_approval_attacks_are_refused(
-    client: TestClient, body: bytes, status: int, field: str
+    client: TestClient, app_settings: Settings, body: bytes, status: int, field: str
 ) -> None:
-    r = client.post("/v1/approvals/apr-x", content=body, headers={**KEY, **JSON})
+    token = user_token(engine_for(app_settings.cdp_url), "lead", "approver")
+    r = client.post("/v1/approvals/apr-x", content=body, headers={**bearer(token), **JSON})
     if status == 503:
         # A valid decision for an unknown request: 404 before Temporal is asked.
         assert r.status_code == 404 and r.json()["errors"][0]["field"] == "request_id", r.text
@@ -158,6 +162,13 @@ def test_approval_attacks_are_refused(
     assert r.status_code == status, r.text
     assert_error_shape(r)
     assert r.json()["errors"][0]["field"] == field, r.text
+
+
+def test_a_decision_needs_a_person_not_a_service_key(client: TestClient) -> None:
+    r = client.post("/v1/approvals/apr-x", json={"approved": True}, headers=KEY)
+    assert r.status_code == 403, r.text
+    assert_error_shape(r)
+    assert "personal token" in r.json()["errors"][0]["reason"]
 
 
 def test_one_error_shape_for_every_kind_of_refusal(client: TestClient) -> None:

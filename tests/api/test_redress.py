@@ -22,6 +22,7 @@ from liftloop.cli import app as cli_app
 from liftloop.db import make_engine
 from liftloop.loop.tables import DecisionRecord, OutboxMessage, Variant
 from liftloop.settings import Settings, get_settings
+from tests.accounts_support import bearer, user_token
 from tests.api.helpers import API_KEY, KEY, assert_error_shape
 from tools.audit import timeline
 from tools.cdp.consent import CHANNELS, has_consent
@@ -146,22 +147,23 @@ async def test_why_then_objection_honoured_reviewed_and_logged(
         assert task["kind"] == "objection" and task["campaign_id"] == "spring"
         assert "I never asked for discounts" in task["reasons"][0]
 
+        dpo = bearer(user_token(engine, "dpo", "approver"))
         reviewed = await http.post(
             f"/v1/approvals/{request_id}",
-            headers=KEY,
-            json={"approved": True, "approver": "dpo", "note": "upheld"},
+            headers=dpo,
+            json={"approved": True, "note": "upheld"},
         )
         assert reviewed.status_code == 200, reviewed.text
         again = await http.post(
             f"/v1/approvals/{request_id}",
-            headers=KEY,
-            json={"approved": False, "approver": "dpo", "note": "changed my mind"},
+            headers=dpo,
+            json={"approved": False, "note": "changed my mind"},
         )
         assert again.status_code == 409
         assert not _marketing(engine, "p-ada")  # the review cannot undo the withdrawal
 
     kinds = [(e.kind, e.actor, e.subject) for e in timeline(engine)]
-    assert ("privacy.objection", "api", "p-ada") in kinds
+    assert ("privacy.objection", "service", "p-ada") in kinds
     assert ("privacy.objection_reviewed", "dpo", request_id) in kinds
     assert EMAIL not in json.dumps([e.model_dump(mode="json") for e in timeline(engine)])
 

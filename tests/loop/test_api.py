@@ -1,5 +1,5 @@
 """The HTTP API against the real dev server: keys, spec errors, start, status, control,
-approvals."""
+approvals, and the rules of a decision as the API enforces them (403 naming the rule)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import httpx
 from liftloop.api import create_app
 from liftloop.credentials import api_keys
 from liftloop.temporal import build_worker
+from tests.accounts_support import bearer, user_token
 from tools.simulation.customers import generate_customers
 
 
@@ -55,8 +56,15 @@ async def test_api_runs_a_campaign_through_its_approval(
         fields = {d["field"] for d in bad.json()["errors"]}
         assert {"id", "channels", "offers"} <= fields
 
+        maya = bearer(user_token(engine, "maya", "manager"))
+        lead = bearer(user_token(engine, "lead", "approver"))
+        ana = bearer(user_token(engine, "ana", "auditor"))
+        other_group = bearer(user_token(engine, "olaf", "approver", groups=["leads"]))
+        refused = await http.post("/v1/campaigns", headers=ana, json=_spec("api-no", batch))
+        assert refused.status_code == 403 and "manager" in refused.text, refused.text
+
         cid = f"api-{batch}"
-        started = await http.post("/v1/campaigns", headers=key, json=_spec(cid, batch))
+        started = await http.post("/v1/campaigns", headers=maya, json=_spec(cid, batch))
         assert started.status_code == 201, started.text
         again = await http.post("/v1/campaigns", headers=key, json=_spec(cid, batch))
         assert again.status_code == 409
@@ -74,16 +82,22 @@ async def test_api_runs_a_campaign_through_its_approval(
         status = (await http.get(f"/v1/campaigns/{cid}", headers=key)).json()
         assert status["stage"] == "approval" and len(status["pending_approvals"]) == 1
 
-        unknown = await http.post(
-            "/v1/approvals/nope", headers=key, json={"approved": True, "approver": "t"}
-        )
+        assert pending[0]["started_by"] == "maya" and pending[0]["deadline_at"]
+        unknown = await http.post("/v1/approvals/nope", headers=lead, json={"approved": True})
         assert unknown.status_code == 404
-        decided = await http.post(
-            f"/v1/approvals/{pending[0]['request_id']}",
-            headers=key,
-            json={"approved": True, "approver": "lead@shop"},
-        )
+        decide = f"/v1/approvals/{pending[0]['request_id']}"
+        for who, body, rule in (
+            (key, {"approved": True}, "personal token"),
+            (maya, {"approved": True}, "approver.role"),
+            (ana, {"approved": True}, "approver.role"),
+            (other_group, {"approved": True}, "approver.group"),
+            (lead, {"approved": False}, "rejection.reason"),
+        ):
+            r = await http.post(decide, headers=who, json=body)
+            assert r.status_code == 403 and rule in r.json()["errors"][0]["reason"], r.text
+        decided = await http.post(decide, headers=lead, json={"approved": True, "note": "ok"})
         assert decided.status_code == 200 and decided.json()["approved"] is True
+        assert decided.json()["decided_by"] == "lead"
 
         for _ in range(300):
             status = (await http.get(f"/v1/campaigns/{cid}", headers=key)).json()
@@ -99,5 +113,5 @@ async def test_api_runs_a_campaign_through_its_approval(
                 "/v1/approvals", headers=key, params={"status": "approved", "campaign_id": cid}
             )
         ).json()
-        assert decided_list[0]["decided_by"] == "lead@shop"
+        assert decided_list[0]["decided_by"] == "lead"
         assert "/v1/campaigns" in (await http.get("/openapi.json")).json()["paths"]

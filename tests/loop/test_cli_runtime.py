@@ -111,11 +111,11 @@ def _check_audit_log(report: dict[str, Any], env: dict[str, str], data: Path) ->
     shown = _run(["audit", "show", "--campaign", report["campaign_id"], "--json"], env)
     entries = json.loads(shown.stdout)["entries"]
     kinds = [e["kind"] for e in entries]
-    assert kinds[0] == "campaign.start" and entries[0]["actor"] == "demo"
+    assert kinds[0] == "campaign.start" and entries[0]["actor"] == "demo-manager"
     assert entries[0]["details"]["spec"]["id"] == report["campaign_id"]
     decided = [e for e in entries if e["kind"] == "approval.decide"]
     assert len(decided) == kinds.count("approval.request") == 4
-    assert {e["actor"] for e in decided} == {"demo:--approve-all"}
+    assert {e["actor"] for e in decided} == {"demo-approver"}
     assert {e["details"]["verdict"] for e in decided} == {"approved"}
     batches = [e["details"] for e in entries if e["kind"] == "send.batch"]
     assert len(batches) == 2 * 4  # cycles x shards
@@ -173,7 +173,7 @@ def _check_provenance(
     assert prov["decision"]["arm"] == prov["variant"]["variant_id"].rsplit(":", 1)[1]
     assert prov["variant"]["policy_version"] and prov["variant"]["template_version"]
     if prov["variant"]["verdict"] == "escalate":
-        assert prov["approval"]["decided_by"] == "demo:--approve-all"
+        assert prov["approval"]["decided_by"] == "demo-approver"
     cli = _run(["audit", "message", prov["message_id"], "--json"], env)
     assert json.loads(cli.stdout) == prov
     missing = httpx.get(url.replace(prov["message_id"], "no-such-message"), headers=headers)

@@ -32,6 +32,7 @@ from liftloop.loop.payloads import ApprovalDecision
 from liftloop.loop.tables import ApprovalRequest, Variant
 from liftloop.settings import Settings
 from liftloop.temporal import build_worker
+from tests.accounts_support import bearer, user_token
 from tests.loop.helpers import spec, start
 from tools.simulation.customers import generate_customers
 from workflows.campaign_loop import CampaignLoopWorkflow, CampaignStatus
@@ -166,6 +167,7 @@ async def test_an_update_sent_straight_to_temporal_cannot_approve(
 
         # A signer with another key than the worker's (a misconfiguration) is refused too,
         # named, and leaves the request pending.
+        lead = bearer(user_token(engine, "lead", "approver"))
         wrong = settings.model_copy(update={"approval_signing_key": SecretStr("another-key" * 3)})
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(wrong, client=dev_env.client)),
@@ -173,8 +175,8 @@ async def test_an_update_sent_straight_to_temporal_cannot_approve(
         ) as http:
             r = await http.post(
                 f"/v1/approvals/{target}",
-                headers={"X-API-Key": api_keys(settings)[0]},
-                json={"approved": True, "approver": "lead@shop"},
+                headers=lead,
+                json={"approved": True},
             )
         assert r.status_code == 503 and r.json()["errors"][0]["field"] == "approval_signing_key"
         assert _requests(engine, s.id)[target][0] == "pending"
@@ -184,11 +186,10 @@ async def test_an_update_sent_straight_to_temporal_cannot_approve(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://api"
         ) as http:
-            api_key = {"X-API-Key": api_keys(settings)[0]}
             r = await http.post(
                 f"/v1/approvals/{target}",
-                headers=api_key,
-                json={"approved": True, "approver": "lead@shop"},
+                headers=lead,
+                json={"approved": True},
             )
             assert r.status_code == 200, r.text
             assert r.json()["approved"] is True
@@ -205,8 +206,8 @@ async def test_an_update_sent_straight_to_temporal_cannot_approve(
 
             r = await http.post(
                 f"/v1/approvals/{other}",
-                headers=api_key,
-                json={"approved": False, "approver": "lead@shop", "note": "too generous"},
+                headers=lead,
+                json={"approved": False, "note": "too generous"},
             )
             assert r.status_code == 200, r.text
         out = await own.result()
@@ -214,8 +215,8 @@ async def test_an_update_sent_straight_to_temporal_cannot_approve(
     assert out.history[0].approvals_requested == 2
     assert out.history[0].approvals_approved == 1
     requests = _requests(engine, s.id)
-    assert requests[target][:2] == ("approved", "lead@shop")
-    assert requests[other][:2] == ("rejected", "lead@shop")
+    assert requests[target][:2] == ("approved", "lead")
+    assert requests[other][:2] == ("rejected", "lead")
     assert _variants_approved(engine, [requests[target][2], requests[other][2]]) == {
         requests[target][2]: True,
         requests[other][2]: False,

@@ -1,0 +1,1 @@
+"""People and their roles: users, passwords, personal API tokens and web sessions."""
