@@ -1,5 +1,5 @@
-"""Slack's Web API behind a port: post a message, update it, answer an interaction through its
-`response_url`, open a modal.
+"""Slack's Web API: post a message, update it, answer an interaction through its
+`response_url`, open a modal. Its users (approvals/) declare the narrow interface they need.
 
 Errors are classified, so the caller knows whether trying again can help: `ratelimited` (HTTP
 429, with the Retry-After Slack sends), Slack's 5xx and an unreachable Slack are retryable;
@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
@@ -54,38 +54,6 @@ class SlackError(RuntimeError):
 class PostedMessage:
     channel_id: str
     ts: str
-
-
-class SlackPort(Protocol):
-    def post_message(
-        self,
-        channel: str,
-        text: str,
-        blocks: Sequence[Mapping[str, Any]],
-        *,
-        thread_ts: str | None = None,
-        reply_broadcast: bool = False,
-    ) -> PostedMessage:
-        """Post to a channel (an id, or a name such as #approvals): its channel id and ts."""
-        ...
-
-    def update_message(
-        self, channel_id: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]
-    ) -> None: ...
-
-    def respond(
-        self,
-        response_url: str,
-        text: str,
-        blocks: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        replace_original: bool = False,
-        ephemeral: bool = False,
-    ) -> None:
-        """Answer an interaction: replace its message, or tell only the person who acted."""
-        ...
-
-    def open_view(self, trigger_id: str, view: Mapping[str, Any]) -> None: ...
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:

@@ -94,11 +94,6 @@ def key_matches(key: str, known: Sequence[bytes]) -> bool:
     return found
 
 
-def require_known_key(headers: Mapping[str, str], known: Sequence[bytes]) -> None:
-    if not key_matches(presented_key(headers), known):
-        raise refuse("unknown key")
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, at most `limit` bytes: 413 from Content-Length before reading, or as soon as
     the stream passes the limit."""
