@@ -30,7 +30,7 @@ from approvals.requests import (
     decide_identical,
     list_approvals,
 )
-from approvals.rules import DecisionRefused
+from approvals.rules import Decider, DecisionRefused
 from liftloop import api_cdp, api_plans, api_slack, web
 from liftloop.api_auth import (
     SERVICE,
@@ -260,6 +260,16 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             raise ApiError(422, "campaign_id", text_problem(campaign_id) or "")
         return list_approvals(engine, None if status == "all" else status, campaign_id)
 
+    async def decision_input(
+        request: Request, request_id: str, who: Principal
+    ) -> tuple[ApprovalBody, Decider]:
+        """The body of a decision and its decider, or the refusal (422, 403, 404)."""
+        body = ApprovalBody.model_validate(await read_json(request, limit, depth))
+        decider = who.decider("api")
+        if len(request_id) > 300 or text_problem(request_id):
+            raise ApiError(404, "request_id", "no such approval request")
+        return body, decider
+
     @app.post(
         "/v1/approvals/{request_id}", dependencies=auth, openapi_extra=_json_body(ApprovalBody)
     )
@@ -268,10 +278,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         decisions one wins, the others get 409. 403 names the rule a refusal rests on: the
         role, four-eyes (not on a campaign you started), the approver group, a rejection
         without a note, the deadline."""
-        body = ApprovalBody.model_validate(await read_json(request, limit, depth))
-        decider = who.decider("api")
-        if len(request_id) > 300 or text_problem(request_id):
-            raise ApiError(404, "request_id", "no such approval request")
+        body, decider = await decision_input(request, request_id, who)
         try:
             # Unknown or refused without Temporal; an objection is reviewed without it.
             waiting = check_request(engine, request_id, decider, body.approved, body.note)
@@ -304,10 +311,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         """The same decision on this request and every pending request identical to it (same
         channel, arm, subject, body and reasons), each checked by the rules on its own: what
         was decided, and why the others were not."""
-        body = ApprovalBody.model_validate(await read_json(request, limit, depth))
-        decider = who.decider("api")
-        if len(request_id) > 300 or text_problem(request_id):
-            raise ApiError(404, "request_id", "no such approval request")
+        body, decider = await decision_input(request, request_id, who)
         try:
             waiting = approval_workflow(engine, request_id)
             return await decide_identical(
